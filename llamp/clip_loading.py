@@ -1,0 +1,169 @@
+"""Loading the one CLIP backbone every trainer uses, from local files only.
+
+Three sources are accepted (``MODEL.BACKBONE.PATH``):
+  * a Hugging Face model folder (``config.json`` + weights, tokenizer files optional);
+  * an OpenAI checkpoint file, e.g. the ``ViT-B-16.pt`` that ``clip.load`` caches,
+    converted to a Hugging Face ``CLIPModel`` on load;
+  * a hub name such as ``openai/clip-vit-base-patch16``, resolved from the local
+    Hugging Face cache only.
+An empty path looks for ``MODEL.BACKBONE.NAME`` (e.g. ``ViT-B/16``) in the usual
+caches. Nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from transformers import CLIPModel, CLIPTokenizer
+
+from .clip_tokenizer import CONTEXT_LENGTH, build_clip_tokenizer
+from .errors import ConfigError, MissingFileError
+from .openai_clip_format import openai_to_hf
+
+# CLIP's image normalisation (the same for every OpenAI CLIP).
+CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# MODEL.BACKBONE.NAME -> (file name clip.load caches, Hugging Face hub name)
+KNOWN_BACKBONES = {
+    "ViT-B/32": ("ViT-B-32.pt", "openai/clip-vit-base-patch32"),
+    "ViT-B/16": ("ViT-B-16.pt", "openai/clip-vit-base-patch16"),
+    "ViT-L/14": ("ViT-L-14.pt", "openai/clip-vit-large-patch14"),
+    "ViT-L/14@336px": ("ViT-L-14-336px.pt", "openai/clip-vit-large-patch14-336"),
+}
+OPENAI_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+@dataclass
+class LoadedCLIP:
+    """A CLIP model (fp32, eval mode) with its tokenizer and where it came from."""
+
+    model: CLIPModel
+    tokenizer: CLIPTokenizer
+    source: str
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.vision_config.image_size
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Token ids ``[len(texts), 77]``, padded and truncated like ``clip.tokenize``."""
+        return self.tokenizer(texts, padding="max_length", truncation=True,
+                              max_length=CONTEXT_LENGTH, return_tensors="pt").input_ids
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """Projected text features ``[len(texts), embed]`` (not normalised)."""
+        device = self.model.logit_scale.device
+        chunks = []
+        for i in range(0, len(texts), batch_size):
+            ids = self.tokenize(texts[i:i + batch_size]).to(device)
+            chunks.append(self.model.get_text_features(input_ids=ids).pooler_output)
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Projected image features ``[batch, embed]`` (not normalised)."""
+        dtype = self.model.visual_projection.weight.dtype
+        return self.model.get_image_features(pixel_values=images.to(dtype)).pooler_output
+
+
+def default_search_paths(name: str) -> list[str]:
+    """Where an empty MODEL.BACKBONE.PATH looks for ``name``, in order."""
+    if name not in KNOWN_BACKBONES:
+        return []
+    filename, hub_name = KNOWN_BACKBONES[name]
+    clip_cache = os.path.expanduser(os.environ.get("CLIP_CACHE_DIR", "~/.cache/clip"))
+    return [os.path.join(clip_cache, filename), hub_name]
+
+
+def load_clip(name: str, path: str = "") -> LoadedCLIP:
+    """Load CLIP from ``path`` (see module doc), or find ``name`` in the local caches."""
+    if path:
+        return _load_from(path, must_exist=True)
+    searched = default_search_paths(name)
+    for candidate in searched:
+        loaded = _load_from(candidate, must_exist=False)
+        if loaded is not None:
+            return loaded
+    where = ", ".join(searched) if searched else f"nothing (no default location for {name!r})"
+    raise MissingFileError(
+        f"no CLIP weights found for MODEL.BACKBONE.NAME {name!r}: set MODEL.BACKBONE.PATH to a "
+        f"Hugging Face CLIP folder or an OpenAI .pt file (searched: {where})")
+
+
+def _looks_like_path(path: str) -> bool:
+    return (os.path.isabs(path) or path.startswith((".", "~")) or path.endswith(OPENAI_SUFFIXES)
+            or path.count("/") != 1)
+
+
+def _load_from(path: str, must_exist: bool) -> LoadedCLIP | None:
+    expanded = os.path.expanduser(path)
+    if os.path.isfile(expanded):
+        return _load_openai_file(expanded)
+    if os.path.isdir(expanded):
+        return _load_hf_folder(expanded)
+    if not _looks_like_path(path):  # a hub name: the local Hugging Face cache only
+        try:
+            model = CLIPModel.from_pretrained(path, local_files_only=True)
+        except OSError:
+            if must_exist:
+                raise MissingFileError(
+                    f"MODEL.BACKBONE.PATH {path!r} is not a folder or file, and the hub name is not "
+                    "in the local Hugging Face cache (no download is attempted)") from None
+            return None
+        return LoadedCLIP(model.float().eval(), _tokenizer_for(path, hub=True), f"hub cache:{path}")
+    if must_exist:
+        raise MissingFileError(f"MODEL.BACKBONE.PATH {path!r} does not exist")
+    return None
+
+
+def _load_hf_folder(folder: str) -> LoadedCLIP:
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise MissingFileError(
+            f"MODEL.BACKBONE.PATH {folder} has no config.json: expected a Hugging Face CLIP folder")
+    try:
+        model = CLIPModel.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load a CLIP model from {folder} (MODEL.BACKBONE.PATH): {e}") from None
+    return LoadedCLIP(model.float().eval(), _tokenizer_for(folder), folder)
+
+
+def _tokenizer_for(folder_or_hub: str, hub: bool = False) -> CLIPTokenizer:
+    has_files = hub or any(os.path.isfile(os.path.join(folder_or_hub, f))
+                           for f in ("tokenizer.json", "vocab.json"))
+    if has_files:
+        try:
+            return CLIPTokenizer.from_pretrained(folder_or_hub, local_files_only=True)
+        except (OSError, ValueError):
+            pass
+    return build_clip_tokenizer()
+
+
+def read_openai_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Tensors of an OpenAI CLIP file: a TorchScript archive or a plain state dict."""
+    try:  # OpenAI's released files are TorchScript archives (no pickled code to run)
+        return {k: v for k, v in torch.jit.load(path, map_location="cpu").state_dict().items()}
+    except RuntimeError:
+        pass
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"cannot read {path} (MODEL.BACKBONE.PATH) as a TorchScript archive or a "
+                          f"state dict: {type(e).__name__}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or "visual.conv1.weight" not in obj:
+        raise ConfigError(f"{path} (MODEL.BACKBONE.PATH) is not an OpenAI ViT CLIP checkpoint")
+    return obj
+
+
+def _load_openai_file(path: str) -> LoadedCLIP:
+    state_dict = read_openai_state_dict(path)
+    try:
+        model = openai_to_hf(state_dict)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"{path} (MODEL.BACKBONE.PATH) is not a convertible OpenAI ViT CLIP "
+                          f"checkpoint: {e}") from None
+    return LoadedCLIP(model, build_clip_tokenizer(), path)

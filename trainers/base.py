@@ -1,0 +1,134 @@
+"""What every CLIP trainer here adds to Dassl's ``TrainerX``.
+
+* loading the shared CLIP backbone from MODEL.BACKBONE (and checking INPUT.SIZE);
+* learning-rate schedules from ``trainers.optim`` (Dassl's break on torch >= 2.2);
+* checkpoints that hold the trainable parameters only, read with
+  ``weights_only=True`` (Dassl's ``torch.load`` fails on current torch);
+* precision: fp32, fp16, bf16 weights, or amp (fp32 weights, autocast).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+from dassl.engine import TrainerX
+
+from llamp.clip_loading import LoadedCLIP, load_clip
+from llamp.errors import ConfigError
+
+from .checkpoint import BEST_NAME, epoch_file_name, latest_checkpoint, load_checkpoint, save_checkpoint
+from .optim import build_lr_scheduler
+
+PRECISIONS = ("fp32", "fp16", "bf16", "amp")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
+
+
+class ClipTrainer(TrainerX):
+    """Base for the trainers of this project; a subclass writes ``build_model`` and the loss."""
+
+    # The config node holding this trainer's keys, e.g. "ZEROSHOTCLIP" for cfg.TRAINER.ZEROSHOTCLIP.
+    config_node = ""
+
+    @property
+    def trainer_cfg(self):
+        return self.cfg.TRAINER[self.config_node]
+
+    # ---- precision -------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        prec = self.trainer_cfg.PREC
+        if prec not in PRECISIONS:
+            raise ConfigError(f"TRAINER.{self.config_node}.PREC must be one of {PRECISIONS}, got {prec!r}")
+        return prec
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return _DTYPES[self.precision]
+
+    def autocast(self):
+        """Mixed precision for ``amp`` (bf16 on CPU, fp16 on CUDA); a no-op otherwise."""
+        if self.precision != "amp":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ---- backbone --------------------------------------------------------
+    def load_clip(self) -> LoadedCLIP:
+        backbone = self.cfg.MODEL.BACKBONE
+        print(f"Loading CLIP ({backbone.NAME}) from {backbone.PATH or 'the local caches'}")
+        clip = load_clip(backbone.NAME, backbone.PATH)
+        size = tuple(self.cfg.INPUT.SIZE)
+        if size != (clip.image_size, clip.image_size):
+            raise ConfigError(f"INPUT.SIZE {list(size)} does not match the CLIP image size "
+                              f"{clip.image_size} of {clip.source}: set INPUT.SIZE "
+                              f"[{clip.image_size}, {clip.image_size}]")
+        return clip
+
+    # ---- optimisation ----------------------------------------------------
+    def build_scheduler(self, optimizer: torch.optim.Optimizer):
+        return build_lr_scheduler(optimizer, self.cfg.OPTIM)
+
+    # ---- checkpoints -----------------------------------------------------
+    def checkpoint_state(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors of model ``name`` that a checkpoint keeps: its trainable parameters."""
+        model = self._models[name]
+        return {k: p.detach().cpu() for k, p in model.named_parameters() if p.requires_grad}
+
+    def restore_state(self, name: str, state: dict[str, torch.Tensor], path: str) -> None:
+        model = self._models[name]
+        expected = set(self.checkpoint_state(name))
+        if set(state) != expected:
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ConfigError(f"checkpoint {path} does not fit model {name!r}: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]} (was it trained with another config?)")
+        model.load_state_dict(state, strict=False)
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            state = {
+                "state_dict": self.checkpoint_state(name),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": None if val_result is None else float(val_result),
+            }
+            save_checkpoint(state, os.path.join(directory, name), model_name or epoch_file_name(epoch + 1))
+
+    def resume_model_if_exist(self, directory):
+        names = self.get_model_names()
+        paths = {name: latest_checkpoint(os.path.join(directory, name)) for name in names}
+        if not names or any(p is None for p in paths.values()):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        for name, path in paths.items():
+            ckpt = load_checkpoint(path)
+            self.restore_state(name, ckpt["state_dict"], path)
+            if self._optims[name] is not None and ckpt.get("optimizer") is not None:
+                self._optims[name].load_state_dict(ckpt["optimizer"])
+            if self._scheds[name] is not None and ckpt.get("scheduler") is not None:
+                self._scheds[name].load_state_dict(ckpt["scheduler"])
+            start_epoch = ckpt["epoch"]
+        print(f"Resuming from epoch {start_epoch}")
+        return start_epoch
+
+    def load_model(self, directory, epoch=None):
+        if not directory:
+            print("load_model() skipped: no --model-dir given (fine for a model with nothing trained)")
+            return
+        for name in self.get_model_names():
+            folder = os.path.join(directory, name)
+            if epoch is not None:
+                path = os.path.join(folder, epoch_file_name(epoch))
+            elif os.path.isfile(os.path.join(folder, BEST_NAME)):
+                path = os.path.join(folder, BEST_NAME)
+            else:  # no best-val model saved (TEST.FINAL_MODEL last_step): take the latest
+                path = latest_checkpoint(folder) or os.path.join(folder, BEST_NAME)
+            ckpt = load_checkpoint(path)
+            val = ckpt.get("val_result")
+            print(f"Load {path} to {name} (epoch={ckpt['epoch']}"
+                  + (f", val_result={val:.1f})" if val is not None else ")"))
+            self.restore_state(name, ckpt["state_dict"], path)

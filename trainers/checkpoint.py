@@ -1,0 +1,66 @@
+"""Checkpoints in Dassl's folder layout, read without unpickling code.
+
+Layout (what Dassl, CoOp and MaPLe write, so scripts and habits carry over):
+``<dir>/<model name>/model.pth.tar-<epoch>``, ``model-best.pth.tar``, and a
+``checkpoint`` file naming the latest one. Files are written atomically and
+read with ``torch.load(weights_only=True)``: a checkpoint holds tensors,
+numbers and strings only.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+from llamp.errors import ConfigError, MissingFileError
+
+LATEST_FILE = "checkpoint"
+BEST_NAME = "model-best.pth.tar"
+
+
+def epoch_file_name(epoch: int) -> str:
+    return f"model.pth.tar-{epoch}"
+
+
+def _atomic_torch_save(obj: dict, path: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(state: dict, folder: str, file_name: str) -> str:
+    """Write ``state`` to ``folder/file_name`` and record it as the latest."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, file_name)
+    _atomic_torch_save(state, path)
+    if file_name != BEST_NAME:
+        with open(os.path.join(folder, LATEST_FILE), "w") as f:
+            f.write(file_name + "\n")
+    print(f"Checkpoint saved to {path}")
+    return path
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a checkpoint written by ``save_checkpoint`` (tensors and plain values only)."""
+    if not os.path.isfile(path):
+        raise MissingFileError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """Path of the latest checkpoint recorded in ``folder``, or None if there is none."""
+    record = os.path.join(folder, LATEST_FILE)
+    if not os.path.isfile(record):
+        return None
+    with open(record) as f:
+        name = f.readline().strip()
+    return os.path.join(folder, name) if name else None

@@ -1,0 +1,38 @@
+"""Config defaults: shared keys here, each trainer's own keys next to the trainer.
+
+A trainer module declares its defaults with ``@config_defaults`` on a function
+that adds ``cfg.TRAINER.<NAME>``; ``extend_cfg`` applies every declared
+function. Dassl's ``clean_cfg`` later drops the nodes of the other trainers.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from yacs.config import CfgNode as CN
+
+import vl_datasets
+
+_TRAINER_DEFAULTS: list[Callable[[CN], None]] = []
+
+
+def config_defaults(add_defaults: Callable[[CN], None]) -> Callable[[CN], None]:
+    """Decorator: register a function that adds a trainer's config defaults."""
+    _TRAINER_DEFAULTS.append(add_defaults)
+    return add_defaults
+
+
+def add_shared_config(cfg: CN) -> None:
+    """Keys every trainer here reads, beyond Dassl's defaults."""
+    # Where the CLIP weights are: a Hugging Face folder, an OpenAI .pt file or a hub
+    # name in the local cache. Empty: look for MODEL.BACKBONE.NAME in the usual caches.
+    cfg.MODEL.BACKBONE.PATH = ""
+    # Floor of the cosine schedule (Dassl's cosine decays to 0).
+    cfg.OPTIM.MIN_LR = 0.0
+    vl_datasets.add_dataset_config(cfg)
+
+
+def extend_cfg(cfg: CN) -> None:
+    """Add the shared keys and every registered trainer's defaults to a Dassl cfg."""
+    add_shared_config(cfg)
+    for add_defaults in _TRAINER_DEFAULTS:
+        add_defaults(cfg)
