@@ -1,0 +1,36 @@
+"""Dassl dataset classes for the CoOp benchmarks, the ImageNet variants and a synthetic set.
+
+Importing this package registers every dataset in Dassl's
+``DATASET_REGISTRY`` under its class name (``OxfordPets``, ``ImageNet``,
+``Synthetic``, ...). Call ``add_dataset_config(cfg)`` on the Dassl cfg
+before merging config files, to add ``DATASET.SUBSAMPLE_CLASSES``.
+
+(Not named ``datasets``: that would shadow the Hugging Face package.)
+"""
+from . import benchmarks, fgvc_aircraft, imagenet, synthetic  # noqa: F401  (registers the classes)
+from .common import (
+    SUBSAMPLE_CHOICES,
+    SplitFileDataset,
+    VLDataset,
+    add_dataset_config,
+    check_dataset_config,
+    fewshot_cache_path,
+    read_split,
+    sample_few_shot,
+    subsample_classes,
+)
+from .synthetic import SYNTHETIC_CLASSNAMES, write_synthetic_dataset
+
+__all__ = [
+    "SUBSAMPLE_CHOICES",
+    "SYNTHETIC_CLASSNAMES",
+    "SplitFileDataset",
+    "VLDataset",
+    "add_dataset_config",
+    "check_dataset_config",
+    "fewshot_cache_path",
+    "read_split",
+    "sample_few_shot",
+    "subsample_classes",
+    "write_synthetic_dataset",
+]
