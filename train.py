@@ -14,16 +14,20 @@ reported as one ``error:`` line with exit status 2.
 import argparse
 import os
 import sys
+import warnings
 
-import torch
-from dassl.config import clean_cfg, get_cfg_default
-from dassl.data.datasets import DATASET_REGISTRY
-from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger
+# Dassl imports wilds, whose dependencies import the deprecated pkg_resources at start-up.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
-import trainers  # noqa: F401  (registers the trainers)
-import vl_datasets  # noqa: F401  (registers the datasets)
-from llamp.errors import ConfigError, MissingFileError
+import torch  # noqa: E402
+from dassl.config import clean_cfg, get_cfg_default  # noqa: E402
+from dassl.data.datasets import DATASET_REGISTRY  # noqa: E402
+from dassl.engine import TRAINER_REGISTRY, build_trainer  # noqa: E402
+from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa: E402
+
+import trainers  # noqa: E402,F401  (registers the trainers)
+import vl_datasets  # noqa: E402,F401  (registers the datasets)
+from llamp.errors import ConfigError, MissingFileError  # noqa: E402
 
 
 def print_args(args, cfg):

@@ -25,9 +25,9 @@ def epoch_file_name(epoch: int) -> str:
 
 def _atomic_torch_save(obj: dict, path: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:  # a file object: torch derives nothing from the temp name
+            torch.save(obj, f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

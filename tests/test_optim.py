@@ -1,0 +1,65 @@
+"""Learning-rate schedules from Dassl's OPTIM keys, and their checkpoint-safe state."""
+import io
+import math
+
+import pytest
+import torch
+from dassl.config import get_cfg_default
+
+from llamp.errors import ConfigError
+from trainers.config import extend_cfg
+from trainers.optim import build_lr_scheduler
+
+
+def optim_cfg(**overrides):
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    for key, value in overrides.items():
+        setattr(cfg.OPTIM, key, value)
+    return cfg.OPTIM
+
+
+def lrs_per_epoch(cfg, base_lrs=(2e-4, 2e-5)):
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in base_lrs]
+    optimizer = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, base_lrs)])
+    scheduler = build_lr_scheduler(optimizer, cfg)
+    history = []
+    for _ in range(cfg.MAX_EPOCH):
+        history.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    return history, scheduler
+
+
+def test_cosine_with_constant_warmup_and_floor():
+    cfg = optim_cfg(LR_SCHEDULER="cosine", MAX_EPOCH=5, WARMUP_EPOCH=1, WARMUP_TYPE="constant",
+                    WARMUP_CONS_LR=1e-6, MIN_LR=1e-5)
+    history, _ = lrs_per_epoch(cfg)
+    assert history[0] == pytest.approx([1e-6, 1e-6])  # constant warm-up is absolute for every group
+    assert history[1] == pytest.approx([2e-4, 2e-5])  # the cosine starts after the warm-up (recount)
+    expected = 1e-5 + (2e-4 - 1e-5) * 0.5 * (1 + math.cos(math.pi * 2 / 5))
+    assert history[3][0] == pytest.approx(expected)
+    assert all(a[0] >= b[0] for a, b in zip(history[1:], history[2:]))  # decreasing
+    assert min(h[1] for h in history[1:]) >= 1e-5  # floored, never below
+
+
+def test_linear_warmup_and_steps():
+    cfg = optim_cfg(LR_SCHEDULER="single_step", STEPSIZE=(2,), GAMMA=0.1, MAX_EPOCH=6,
+                    WARMUP_EPOCH=2, WARMUP_TYPE="linear", WARMUP_MIN_LR=1e-7)
+    history, _ = lrs_per_epoch(cfg, base_lrs=(1.0,))
+    assert [h[0] for h in history] == pytest.approx([1e-7, 0.5, 1.0, 1.0, 0.1, 0.1])
+
+
+def test_scheduler_state_loads_without_unpickling():
+    cfg = optim_cfg(LR_SCHEDULER="cosine", MAX_EPOCH=4, WARMUP_EPOCH=1, WARMUP_TYPE="linear")
+    _, scheduler = lrs_per_epoch(cfg)
+    buffer = io.BytesIO()
+    torch.save(scheduler.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["last_epoch"] == 4
+
+
+def test_unknown_scheduler_names_the_key():
+    with pytest.raises(ConfigError, match="OPTIM.LR_SCHEDULER"):
+        lrs_per_epoch(optim_cfg(LR_SCHEDULER="exponential"))

@@ -1,0 +1,81 @@
+"""train.py end to end through Dassl: zero-shot CLIP on Synthetic, and bad input."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_train(*args, check=True):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def accuracy(stdout):
+    match = re.search(r"\* accuracy: ([\d.]+)%", stdout)
+    assert match, stdout[-2000:]
+    return float(match.group(1))
+
+
+def error_line(proc):
+    """The one ``error:`` line of a failed run (progress bars may precede it on stderr)."""
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+def zeroshot_args(tiny_models, root, out, *opts):
+    return ["--root", str(root), "--trainer", "ZeroshotCLIP",
+            "--dataset-config-file", "configs/datasets/synthetic.yaml",
+            "--config-file", "configs/trainers/ZeroshotCLIP/demo.yaml",
+            "--output-dir", str(out), "--eval-only", "MODEL.BACKBONE.PATH", tiny_models["clip"], *opts]
+
+
+@pytest.mark.parametrize("subsample,num_classes", [("all", 12), ("base", 6), ("new", 6)])
+def test_zeroshot_clip_evaluates_each_subset(tiny_models, tmp_path_factory, subsample, num_classes):
+    root = tmp_path_factory.getbasetemp() / "data"  # shared: the dataset is written once
+    out = tmp_path_factory.mktemp(f"zs_{subsample}")
+    proc = run_train(*zeroshot_args(tiny_models, root, out, "DATASET.SUBSAMPLE_CLASSES", subsample))
+    assert 0.0 <= accuracy(proc.stdout) <= 100.0
+    assert re.search(rf"# classes\s+{num_classes}\b", proc.stdout)
+    with open(out / "log.txt") as f:
+        assert "* accuracy:" in f.read()  # the log that result parsers read
+
+
+def test_unknown_trainer_lists_the_registered_ones(tmp_path):
+    proc = run_train("--root", str(tmp_path), "--trainer", "NoSuchTrainer",
+                     "--dataset-config-file", "configs/datasets/synthetic.yaml", check=False)
+    line = error_line(proc)
+    assert "NoSuchTrainer" in line and "ZeroshotCLIP" in line
+
+
+def test_unknown_dataset_lists_the_registered_ones(tmp_path):
+    config = tmp_path / "bad_dataset.yaml"
+    config.write_text("DATASET:\n  NAME: NoSuchDataset\n")
+    proc = run_train("--root", str(tmp_path), "--trainer", "ZeroshotCLIP",
+                     "--dataset-config-file", str(config), check=False)
+    line = error_line(proc)
+    assert "NoSuchDataset" in line and "OxfordPets" in line and "Synthetic" in line
+
+
+def test_bad_config_inputs_are_one_line_errors(tiny_models, tmp_path):
+    proc = run_train("--root", str(tmp_path), "--trainer", "ZeroshotCLIP",
+                     "--dataset-config-file", "configs/datasets/synthetic.yaml",
+                     "--config-file", str(tmp_path / "missing.yaml"), check=False)
+    assert "missing.yaml" in error_line(proc)
+    proc = run_train("--root", str(tmp_path), "--trainer", "ZeroshotCLIP",
+                     "--dataset-config-file", "configs/datasets/synthetic.yaml",
+                     "TRAINER.ZEROSHOTCLIP.NO_SUCH_KEY", "1", check=False)
+    assert "NO_SUCH_KEY" in error_line(proc)
+    proc = run_train(*zeroshot_args(tiny_models, tmp_path / "data", tmp_path / "out",
+                                    "INPUT.SIZE", "(32,32)"), check=False)
+    assert "INPUT.SIZE" in error_line(proc)
