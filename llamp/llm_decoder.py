@@ -1,0 +1,208 @@
+"""The LLM prompt decoder: learned tokens decoded by the LLM's last layers over a class's cached K/V.
+
+Only the last N decoder layers and the final norm of the LLM are needed, so
+only those tensors are read from the checkpoint's safetensors shards; the
+rest of the (7B-parameter) model is never loaded. The layers are built from
+the model's own classes (on the meta device, then filled), so Llama, Mistral
+and Qwen chat models all work.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, PretrainedConfig
+
+from .errors import ConfigError, MissingFileError
+
+LLM_PATH_KEY = "TRAINER.LLAMP.LLM_PATH"
+
+
+def resolve_llm_folder(path: str) -> str:
+    """A local folder for ``path``: the folder itself, or a hub name from the local cache only."""
+    if not path:
+        raise ConfigError(f"{LLM_PATH_KEY} is empty: set it to the LLM's Hugging Face folder")
+    expanded = os.path.expanduser(path)
+    if os.path.isdir(expanded):
+        return expanded
+    if path.count("/") == 1 and not path.startswith((".", "/", "~")):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return snapshot_download(path, local_files_only=True)
+        except Exception:
+            pass
+    raise MissingFileError(f"{LLM_PATH_KEY} {path!r} is not a folder, nor a hub name in the local "
+                           "Hugging Face cache (no download is attempted)")
+
+
+def read_llm_config(folder: str) -> PretrainedConfig:
+    try:
+        return AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read the LLM config in {folder} ({LLM_PATH_KEY}): {e}") from None
+
+
+def _weight_files(folder: str) -> dict[str, str]:
+    """Tensor name -> safetensors file holding it."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            return {name: os.path.join(folder, file) for name, file in json.load(f)["weight_map"].items()}
+    single = os.path.join(folder, "model.safetensors")
+    if os.path.isfile(single):
+        from safetensors import safe_open
+
+        with safe_open(single, "pt") as f:
+            return {name: single for name in f.keys()}
+    raise MissingFileError(f"{folder} ({LLM_PATH_KEY}) has no model.safetensors[.index.json]: "
+                           "the decoder layers are read from safetensors weights")
+
+
+def _stack_prefix(names: list[str], last_layer: int) -> str:
+    """The name prefix of the decoder stack, e.g. 'model.' for 'model.layers.31.*'."""
+    pattern = re.compile(rf"^(.*?)layers\.{last_layer}\.")
+    for name in names:
+        match = pattern.match(name)
+        if match:
+            return match.group(1)
+    raise ConfigError(f"no tensors of decoder layer {last_layer} found in the LLM checkpoint ({LLM_PATH_KEY})")
+
+
+@dataclass
+class DecoderTail:
+    """The last decoder layers of an LLM, its final norm and rotary embedding, with its config."""
+
+    config: PretrainedConfig
+    layer_indices: list[int]
+    layers: nn.ModuleList
+    norm: nn.Module
+    rotary_emb: nn.Module
+    source: str
+
+
+def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sdpa") -> DecoderTail:
+    """Read the last ``num_layers`` decoder layers and the final norm of the LLM at ``path`` (fp32)."""
+    from safetensors import safe_open
+
+    folder = resolve_llm_folder(path)
+    config = read_llm_config(folder)
+    total = config.num_hidden_layers
+    if not 1 <= num_layers <= total:
+        raise ConfigError(f"TRAINER.LLAMP.NUM_DECODER_LAYERS {num_layers} must be in 1..{total} for {folder}")
+    kept = list(range(total - num_layers, total))
+
+    files = _weight_files(folder)
+    prefix = _stack_prefix(list(files), total - 1)
+    wanted = {f"{prefix}norm.weight": f"norm.weight"}
+    for j, i in enumerate(kept):
+        for name in files:
+            if name.startswith(f"{prefix}layers.{i}."):
+                wanted[name] = f"layers.{j}." + name[len(f"{prefix}layers.{i}."):]
+
+    with torch.device("meta"):  # the architecture without allocating it
+        skeleton = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    stack = skeleton.get_decoder()
+    tail = nn.Module()
+    tail.layers = nn.ModuleList([stack.layers[i] for i in kept])
+    tail.norm = stack.norm
+    tail.to_empty(device="cpu")
+    expected = set(tail.state_dict())
+    missing = sorted(expected - set(wanted.values()))
+    if missing:
+        raise ConfigError(f"the LLM checkpoint in {folder} ({LLM_PATH_KEY}) lacks tensors needed for the "
+                          f"last {num_layers} decoder layers, e.g. {missing[:3]}")
+    state = {}
+    by_file: dict[str, list[str]] = {}
+    for name in wanted:
+        by_file.setdefault(files[name], []).append(name)
+    for file, names in by_file.items():
+        try:
+            with safe_open(file, "pt", device="cpu") as f:
+                for name in names:
+                    state[wanted[name]] = f.get_tensor(name).float()
+        except Exception as e:
+            raise ConfigError(f"cannot read {file} ({LLM_PATH_KEY}): {type(e).__name__}: {e}") from None
+    tail.load_state_dict(state, strict=True)
+    rotary = type(stack.rotary_emb)(config=config)  # buffers computed on CPU, not on meta
+    return DecoderTail(config, kept, tail.layers, tail.norm, rotary, folder)
+
+
+def cache_attention_mask(cache_mask: torch.Tensor, num_new: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask ``[batch, 1, new, cached + new]`` for new tokens after a left-padded cache.
+
+    New tokens see every real cached token, themselves and the new tokens before them.
+    """
+    batch = cache_mask.shape[0]
+    neg = torch.finfo(dtype).min
+    device = cache_mask.device
+    cached = torch.where(cache_mask.bool(), 0.0, neg).to(dtype)[:, None, None, :].expand(-1, 1, num_new, -1)
+    causal = torch.full((num_new, num_new), neg, dtype=dtype, device=device).triu(1)
+    return torch.cat([cached, causal[None, None].expand(batch, 1, -1, -1)], dim=-1)
+
+
+class LLMPromptDecoder(nn.Module):
+    """M learned tokens in LLM hidden space, decoded over each class's cached keys/values.
+
+    The tokens sit right after the cached text (positions continue from its
+    length), pass through copies of the LLM's last N layers, each attending to
+    its own layer's cache, then through a copy of the final norm.
+    """
+
+    def __init__(self, tail: DecoderTail, num_tokens: int, train_q: bool = True, train_o: bool = True,
+                 train_kv: bool = False, train_mlp: bool = False, train_layer_norms: bool = True,
+                 train_final_norm: bool = True):
+        super().__init__()
+        self.config = tail.config
+        self.layer_indices = list(tail.layer_indices)
+        self.layers = tail.layers
+        self.norm = tail.norm
+        self.rotary_emb = tail.rotary_emb
+        hidden = tail.config.hidden_size
+        self.tokens = nn.Parameter(torch.empty(num_tokens, hidden))
+        nn.init.kaiming_uniform_(self.tokens, a=math.sqrt(5))
+
+        self.requires_grad_(False)
+        self.tokens.requires_grad_(True)
+        trainable = {"q_proj": train_q, "o_proj": train_o, "k_proj": train_kv, "v_proj": train_kv}
+        for layer in self.layers:
+            for name, flag in trainable.items():
+                getattr(layer.self_attn, name).requires_grad_(flag)
+            layer.mlp.requires_grad_(train_mlp)
+            for name, module in layer.named_children():
+                if "norm" in name:
+                    module.requires_grad_(train_layer_norms)
+        self.norm.requires_grad_(train_final_norm)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.tokens.shape[0]
+
+    def forward(self, keys: list[torch.Tensor], values: list[torch.Tensor], cache_mask: torch.Tensor) -> torch.Tensor:
+        """Decoded tokens ``[batch, M, hidden]``.
+
+        ``keys[j]`` / ``values[j]``: ``[batch, kv_heads, seq, head_dim]`` cached by
+        layer ``layer_indices[j]`` (keys after rotary); ``cache_mask``: ``[batch, seq]``,
+        1 for real tokens, 0 for (left) padding.
+        """
+        if len(keys) != len(self.layers) or len(values) != len(self.layers):
+            raise ValueError(f"expected K/V for {len(self.layers)} layers, got {len(keys)}")
+        batch, m = cache_mask.shape[0], self.num_tokens
+        dtype = self.tokens.dtype
+        hidden = self.tokens.unsqueeze(0).expand(batch, -1, -1)  # [batch, M, hidden]
+        lengths = cache_mask.long().sum(-1, keepdim=True)  # real tokens per row
+        positions = lengths + torch.arange(m, device=hidden.device)  # [batch, M]
+        position_embeddings = self.rotary_emb(hidden, positions)
+        mask = cache_attention_mask(cache_mask, m, dtype)
+        for layer, k, v in zip(self.layers, keys, values):
+            # A fresh cache per call: update() appends in place.
+            cache = DynamicCache()
+            cache.update(k.to(dtype), v.to(dtype), layer.self_attn.layer_idx)
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=cache,
+                           position_embeddings=position_embeddings)
+        return self.norm(hidden)

@@ -1,0 +1,103 @@
+"""The LLM prompt decoder: loading only the last layers, and cached decoding = full forward."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaForCausalLM
+
+from llamp.errors import ConfigError, MissingFileError
+from llamp.llm_decoder import LLMPromptDecoder, cache_attention_mask, load_decoder_tail
+
+TEXTS = ["In one sentence, describe the distinctive appearance of a red circle.", "a blue square"]
+
+
+def llm_forward(path):
+    """Left-padded batch through the whole tiny LLM: its K/V cache, mask and hidden states."""
+    model = LlamaForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.pad_token, tokenizer.padding_side = tokenizer.unk_token, "left"
+    batch = tokenizer(TEXTS, return_tensors="pt", padding=True)
+    mask = batch.attention_mask
+    assert (mask == 0).any(), "the test needs a padded row"
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        out = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions,
+                    use_cache=True, output_hidden_states=True)
+    cache = out.past_key_values if getattr(out, "past_key_values", None) is not None else out.cache
+    return model, batch.input_ids, mask, cache, out.hidden_states
+
+
+def reference_decode(decoder, hidden_in, n_real):
+    """The copied layers run over [real text hidden states; learned tokens] with no cache at all."""
+    m = decoder.num_tokens
+    hidden = torch.cat([hidden_in, decoder.tokens.unsqueeze(0)], dim=1)  # [1, n + M, hidden]
+    seq = n_real + m
+    positions = torch.arange(seq)[None]
+    pe = decoder.rotary_emb(hidden, positions)
+    mask = torch.full((seq, seq), torch.finfo(hidden.dtype).min).triu(1)[None, None]
+    for layer in decoder.layers:
+        hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=pe)
+    return decoder.norm(hidden)[:, -m:]
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_cached_decode_equals_the_copied_layers_over_the_full_sequence(tiny_models, num_layers):
+    model, ids, mask, cache, hidden_states = llm_forward(tiny_models["llm"])
+    total = model.config.num_hidden_layers
+    tail = load_decoder_tail(tiny_models["llm"], num_layers)
+    assert tail.layer_indices == list(range(total - num_layers, total))
+    torch.manual_seed(0)
+    decoder = LLMPromptDecoder(tail, num_tokens=3).eval()
+    keys = [cache.layers[i].keys for i in tail.layer_indices]
+    values = [cache.layers[i].values for i in tail.layer_indices]
+    with torch.no_grad():
+        got = decoder(keys, values, mask)  # [2, 3, hidden]
+        for b in range(len(TEXTS)):
+            real = mask[b].bool()
+            hidden_in = hidden_states[total - num_layers][b, real].unsqueeze(0)
+            expected = reference_decode(decoder, hidden_in, int(real.sum()))
+            assert (got[b] - expected[0]).abs().max() < 1e-5
+            if num_layers == total:  # the whole LLM over [text embeddings; tokens]: an independent path
+                embeds = torch.cat([model.model.embed_tokens(ids[b, real])[None], decoder.tokens[None]], dim=1)
+                full = model.model(inputs_embeds=embeds).last_hidden_state[0, -3:]
+                assert (got[b] - full).abs().max() < 1e-5
+        # The cache must matter: decoding over an all-padding cache gives something else.
+        assert (decoder(keys, values, torch.zeros_like(mask)) - got).abs().max() > 1e-3
+
+
+def test_decoder_trains_only_what_the_config_says(tiny_models):
+    decoder = LLMPromptDecoder(load_decoder_tail(tiny_models["llm"], 1), num_tokens=2)
+    trainable = {n for n, p in decoder.named_parameters() if p.requires_grad}
+    assert "tokens" in trainable and "norm.weight" in trainable
+    assert any("q_proj" in n for n in trainable) and any("o_proj" in n for n in trainable)
+    assert not any(k in n for n in trainable for k in ("k_proj", "v_proj", "mlp"))
+    frozen_norms = LLMPromptDecoder(load_decoder_tail(tiny_models["llm"], 1), num_tokens=2,
+                                    train_q=False, train_layer_norms=False, train_final_norm=False)
+    trainable = {n for n, p in frozen_norms.named_parameters() if p.requires_grad}
+    assert not any("q_proj" in n or "norm" in n for n in trainable)
+
+
+def test_cache_attention_mask_hides_padding_and_the_future():
+    mask = cache_attention_mask(torch.tensor([[0, 1, 1]]), num_new=2, dtype=torch.float32)
+    visible = (mask[0, 0] == 0).int().tolist()
+    assert visible == [[0, 1, 1, 1, 0], [0, 1, 1, 1, 1]]
+
+
+def test_only_the_needed_tensors_are_read(tiny_models, tmp_path):
+    """Deleting the shards that hold only early layers must not matter; a missing needed one must."""
+    folder = tmp_path / "llm"
+    shutil.copytree(tiny_models["llm"], folder)
+    with open(folder / "model.safetensors.index.json") as f:
+        weight_map = json.load(f)["weight_map"]
+    needed = {file for name, file in weight_map.items() if name.startswith(("model.layers.1.", "model.norm."))}
+    for file in set(weight_map.values()) - needed:
+        os.remove(folder / file)
+    load_decoder_tail(str(folder), 1)  # works without the embeddings or layer 0
+    with pytest.raises(ConfigError, match="LLM_PATH"):
+        load_decoder_tail(str(folder), 2)  # layer 0's shard is gone
+    with pytest.raises(ConfigError, match="NUM_DECODER_LAYERS"):
+        load_decoder_tail(tiny_models["llm"], 3)
+    with pytest.raises(MissingFileError, match="LLM_PATH"):
+        load_decoder_tail(str(tmp_path / "nowhere"), 1)
