@@ -28,6 +28,7 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa:
 import trainers  # noqa: E402,F401  (registers the trainers)
 import vl_datasets  # noqa: E402,F401  (registers the datasets)
 from llamp.errors import ConfigError, MissingFileError  # noqa: E402
+from trainers.distributed import is_main_process  # noqa: E402
 
 
 def print_args(args, cfg):
@@ -102,10 +103,13 @@ def main(args):
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    if is_main_process():  # under a multi-process launcher, only rank 0 writes log.txt
+        setup_logger(cfg.OUTPUT_DIR)
 
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
+        if "LOCAL_RANK" in os.environ:  # one device per process under deepspeed / torchrun
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
 
     print_args(args, cfg)
     print("Collecting env info ...")
@@ -143,6 +147,8 @@ def parse_args(argv=None):
                         help="load model from this directory for eval-only mode")
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                        help=argparse.SUPPRESS)  # passed by the deepspeed launcher; LOCAL_RANK is read instead
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options using the command-line")
     return parser.parse_args(argv)

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from dassl.config import get_cfg_default
+
 from llamp.errors import ConfigError
 from trainers.base import ClipTrainer
 
@@ -21,6 +23,7 @@ class Model(nn.Module):
 def bare_trainer(model):
     """A ClipTrainer with one registered model and no data (enough for checkpoints)."""
     trainer = ClipTrainer.__new__(ClipTrainer)
+    trainer.cfg = get_cfg_default()
     trainer._models, trainer._optims, trainer._scheds = OrderedDict(), OrderedDict(), OrderedDict()
     optim = torch.optim.SGD([model.prompt], lr=0.1)
     trainer.register_model("prompt_learner", model, optim, None)

@@ -18,6 +18,7 @@ from llamp.clip_loading import LoadedCLIP, load_clip
 from llamp.errors import ConfigError
 
 from .checkpoint import BEST_NAME, epoch_file_name, latest_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import is_main_process
 from .optim import build_lr_scheduler
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
@@ -69,6 +70,10 @@ class ClipTrainer(TrainerX):
     def build_scheduler(self, optimizer: torch.optim.Optimizer):
         return build_lr_scheduler(optimizer, self.cfg.OPTIM)
 
+    def init_writer(self, log_dir):
+        if is_main_process():  # one tensorboard writer per run, not per rank
+            super().init_writer(log_dir)
+
     # ---- checkpoints -----------------------------------------------------
     def checkpoint_state(self, name: str) -> dict[str, torch.Tensor]:
         """The tensors of model ``name`` that a checkpoint keeps: its trainable parameters."""
@@ -84,15 +89,20 @@ class ClipTrainer(TrainerX):
                               f"unexpected {unexpected[:5]} (was it trained with another config?)")
         model.load_state_dict(state, strict=False)
 
+    def optimizer_state(self, name: str) -> dict | None:
+        optim = self._optims[name]
+        return optim.state_dict() if optim is not None else None
+
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         for name in self.get_model_names():
-            optim, sched = self._optims[name], self._scheds[name]
+            sched = self._scheds[name]
             state = {
                 "state_dict": self.checkpoint_state(name),
                 "epoch": epoch + 1,
-                "optimizer": optim.state_dict() if optim is not None else None,
+                "optimizer": self.optimizer_state(name),
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "val_result": None if val_result is None else float(val_result),
+                "config": self.cfg.dump(),  # what is needed to rebuild the frozen parts
             }
             save_checkpoint(state, os.path.join(directory, name), model_name or epoch_file_name(epoch + 1))
 

@@ -1,0 +1,205 @@
+"""The LLaMP model: LLM-decoded prompts in a deep-prompted CLIP, and its four-term loss.
+
+Per class, M learned tokens are decoded by the LLM's last layers over that
+class's knowledge cache (``llm_decoder``), projected into CLIP's text width
+for each of the first D text layers, and placed right before the end-of-text
+token; 4 learned context tokens follow the start token. The vision tower gets
+learned prompt tokens and LoRA. CLIP's own weights stay frozen.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, CLIPTokenizer
+
+from .clip_tokenizer import CONTEXT_LENGTH
+from .errors import ConfigError
+from .llm_decoder import DecoderTail, LLMPromptDecoder
+from .prompted_clip import (PromptedTextEncoder, PromptedVisionEncoder, add_vision_lora, lora_disabled,
+                            replace_positions)
+from .templates import class_prompt_name
+
+MAX_LOGIT_SCALE = math.log(100.0)
+SLOT_TOKEN = "x"  # placeholder for the LLM prompt slots; its embedding is always replaced
+
+
+@dataclass
+class LLaMPConfig:
+    """The method's hyper-parameters (the trainer fills these from cfg.TRAINER.LLAMP)."""
+
+    num_llm_tokens: int = 16  # M
+    prompt_depth: int = 9  # D: text layers that receive LLM prompts and deep context
+    context_init: str = "a photo of a"  # initialises the 4 context tokens
+    num_visual_prompts: int = 4
+    visual_prompt_depth: int = 6
+    lora_layers: tuple[int, ...] = (6, 7, 8, 9, 10, 11)
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    train_q: bool = True
+    train_o: bool = True
+    train_kv: bool = False
+    train_mlp: bool = False
+    train_layer_norms: bool = True
+    train_final_norm: bool = True
+    train_visual_projection: bool = False
+    text_l1_weight: float = 25.0
+    image_l1_weight: float = 10.0
+    kl_weight: float = 2.5
+    # The authors' release injects LoRA into the tower its "frozen" teacher uses;
+    # True reproduces that, False (default) keeps the teacher truly frozen.
+    teacher_uses_lora: bool = False
+    # The authors' release averages softmax(cosine) without the logit scale at test time.
+    inference_logit_scale: bool = False
+
+
+def _kaiming(*shape: int) -> nn.Parameter:
+    p = nn.Parameter(torch.empty(*shape))
+    nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+    return p
+
+
+class LLaMP(nn.Module):
+    def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, tail: DecoderTail,
+                 classnames: list[str], config: LLaMPConfig):
+        super().__init__()
+        self.config = config
+        clip.requires_grad_(False)
+        self.clip = clip
+        self.text_encoder = PromptedTextEncoder(clip)
+        self.vision_encoder = PromptedVisionEncoder(clip)
+        text_layers = len(self.text_encoder.layers)
+        vision_layers = len(self.vision_encoder.layers)
+        if not 1 <= config.prompt_depth <= text_layers:
+            raise ConfigError(f"TRAINER.LLAMP.PROMPT_DEPTH {config.prompt_depth} must be in 1..{text_layers}")
+        if not 0 <= config.visual_prompt_depth <= vision_layers:
+            raise ConfigError(f"TRAINER.LLAMP.VISUAL_PROMPT_DEPTH must be in 0..{vision_layers}")
+        if any(not 0 <= i < vision_layers for i in config.lora_layers):
+            raise ConfigError(f"TRAINER.LLAMP.LORA_LAYERS {list(config.lora_layers)} must lie in 0..{vision_layers - 1}")
+        width, llm_hidden = self.text_encoder.width, tail.config.hidden_size
+        depth, m = config.prompt_depth, config.num_llm_tokens
+
+        self.decoder = LLMPromptDecoder(tail, m, train_q=config.train_q, train_o=config.train_o,
+                                        train_kv=config.train_kv, train_mlp=config.train_mlp,
+                                        train_layer_norms=config.train_layer_norms,
+                                        train_final_norm=config.train_final_norm)
+        # One projection LLM hidden -> CLIP text width per prompted layer, plus a per-token bias.
+        self.projections = nn.ModuleList(nn.Linear(llm_hidden, width, bias=False) for _ in range(depth))
+        self.projection_bias = _kaiming(depth, m, width)
+
+        context_ids = tokenizer(config.context_init, add_special_tokens=False).input_ids
+        self.num_context = len(context_ids)
+        with torch.no_grad():
+            init = self.text_encoder.token_embedding(torch.tensor(context_ids))
+        self.context = nn.Parameter(init.clone())  # [n_ctx, width]
+        self.deep_context = _kaiming(depth - 1, self.num_context, width)
+
+        vision_width = self.vision_encoder.width
+        self.visual_prompts = _kaiming(config.visual_prompt_depth, config.num_visual_prompts, vision_width)
+        if config.lora_layers:
+            add_vision_lora(clip, config.lora_layers, config.lora_rank, config.lora_alpha, config.lora_dropout)
+        clip.visual_projection.requires_grad_(config.train_visual_projection)
+        self.logit_scale = nn.Parameter(torch.tensor(MAX_LOGIT_SCALE))
+
+        self._set_classnames(tokenizer, classnames)
+
+    # ---- class prompts ---------------------------------------------------
+    def _set_classnames(self, tokenizer: CLIPTokenizer, classnames: list[str]) -> None:
+        """Token ids of "<context> <class>. <M slots>" per class, and where context, slots and EOS sit."""
+        m = self.config.num_llm_tokens
+        texts = [f"{self.config.context_init} {class_prompt_name(c)}." + f" {SLOT_TOKEN}" * m for c in classnames]
+        lengths = [len(ids) for ids in tokenizer(texts).input_ids]
+        too_long = [c for c, n in zip(classnames, lengths) if n > CONTEXT_LENGTH]
+        if too_long:
+            raise ConfigError(f"class names too long for CLIP's {CONTEXT_LENGTH} tokens with {m} LLM prompt "
+                              f"slots: {too_long[:3]}")
+        ids = tokenizer(texts, padding="max_length", max_length=CONTEXT_LENGTH,
+                        return_tensors="pt").input_ids  # [C, 77]
+        eos = (ids == tokenizer.eos_token_id).int().argmax(-1)
+        self.classnames = list(classnames)
+        self.register_buffer("input_ids", ids, persistent=False)
+        self.register_buffer("eos_positions", eos, persistent=False)
+        self.register_buffer("slot_positions", eos[:, None] - m + torch.arange(m), persistent=False)
+        ctx = torch.arange(1, 1 + self.num_context).expand(len(classnames), -1)
+        self.register_buffer("context_positions", ctx.contiguous(), persistent=False)
+
+    # ---- features --------------------------------------------------------
+    def text_features(self, keys: list[torch.Tensor], values: list[torch.Tensor],
+                      cache_mask: torch.Tensor) -> torch.Tensor:
+        """LLaMP text features ``[C, embed]`` from one template's cache for the model's C classes."""
+        decoded = self.decoder(keys, values, cache_mask)  # [C, M, llm_hidden]
+        n_cls = decoded.shape[0]
+        dtype = self.projection_bias.dtype
+        prompts = [proj(decoded.to(dtype)) + self.projection_bias[d] for d, proj in enumerate(self.projections)]
+        context = self.context.unsqueeze(0).expand(n_cls, -1, -1)
+        embeds = self.text_encoder.token_embedding(self.input_ids)  # [C, 77, width]
+        embeds = replace_positions(embeds, self.context_positions, context)
+        embeds = replace_positions(embeds, self.slot_positions, prompts[0])
+        injections = {
+            d: [(self.context_positions, self.deep_context[d - 1].unsqueeze(0).expand(n_cls, -1, -1)),
+                (self.slot_positions, prompts[d])]
+            for d in range(1, self.config.prompt_depth)
+        }
+        return self.text_encoder(embeds, self.eos_positions, injections)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Tuned image features ``[batch, embed]`` (visual prompts and LoRA)."""
+        return self.vision_encoder(images, list(self.visual_prompts))
+
+    @torch.no_grad()
+    def teacher_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen-CLIP image features: no visual prompts, and no LoRA unless ``teacher_uses_lora``."""
+        if self.config.teacher_uses_lora:
+            return self.vision_encoder(images)
+        with lora_disabled(self.clip):
+            return self.vision_encoder(images)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+    # ---- training --------------------------------------------------------
+    def losses(self, images: torch.Tensor, labels: torch.Tensor, keys: list[torch.Tensor],
+               values: list[torch.Tensor], cache_mask: torch.Tensor,
+               targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The four loss terms (already weighted) and the logits ``[batch, C]``.
+
+        ``targets``: the distillation text targets ``[C, embed]`` of the model's classes.
+        """
+        text = F.normalize(self.text_features(keys, values, cache_mask).float(), dim=-1)
+        image = F.normalize(self.image_features(images).float(), dim=-1)
+        teacher = F.normalize(self.teacher_image_features(images).float(), dim=-1)
+        return compute_losses(text, image, teacher, F.normalize(targets.float(), dim=-1), labels,
+                              self.scale().float(), self.config)
+
+    # ---- inference -------------------------------------------------------
+    def class_probabilities(self, images: torch.Tensor, text_per_template: torch.Tensor) -> torch.Tensor:
+        """Mean over templates of softmax over classes ``[batch, C]``.
+
+        ``text_per_template``: normalised text features ``[T, C, embed]``.
+        """
+        image = F.normalize(self.image_features(images).float(), dim=-1)  # [batch, embed]
+        logits = torch.einsum("be,tce->tbc", image, text_per_template.float())
+        if self.config.inference_logit_scale:
+            logits = logits * self.scale().float()
+        return logits.softmax(dim=-1).mean(dim=0)
+
+
+def compute_losses(text: torch.Tensor, image: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
+                   labels: torch.Tensor, scale: torch.Tensor,
+                   config: LLaMPConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """LLaMP's objective from normalised features: text/targets ``[C, e]``, image/teacher ``[B, e]``."""
+    logits = scale * image @ text.t()  # [B, C]
+    teacher_logits = scale * teacher @ targets.t()  # frozen image features against the targets
+    kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
+                  reduction="sum", log_target=True) / logits.numel()  # per element, as in the release
+    losses = {
+        "ce": F.cross_entropy(logits, labels),
+        "text_l1": config.text_l1_weight * F.l1_loss(text, targets),
+        "image_l1": config.image_l1_weight * F.l1_loss(image, teacher),
+        "kl": config.kl_weight * kl,
+    }
+    return losses, logits

@@ -1,0 +1,134 @@
+"""DeepSpeed and multi-process training: who runs it, how data is sharded, how a step is taken.
+
+``deepspeed train.py ...`` (or torchrun) starts one process per device and sets
+RANK / WORLD_SIZE / LOCAL_RANK. Every rank builds the same trainer and trains
+on its own shard of the data; only rank 0 writes the log, evaluates and saves.
+
+When is DeepSpeed used (``TRAINER.LLAMP.DEEPSPEED True``)?
+  * CUDA present: always, with the JSON config (ZeRO-2, bf16, clipping);
+  * no CUDA, started by a launcher (WORLD_SIZE set): on CPU with gloo, fp32
+    (bf16/fp16 switched off in the JSON) — useful to test the path;
+  * no CUDA, plain ``python train.py``: not used; training runs in plain
+    PyTorch on CPU, and a notice says so.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+from yacs.config import CfgNode
+
+from llamp.errors import ConfigError, MissingFileError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def launched() -> bool:
+    """Started by a distributed launcher (deepspeed, torchrun)?"""
+    return "WORLD_SIZE" in os.environ
+
+
+def deepspeed_device(cfg: CfgNode) -> str | None:
+    """'cuda' or 'cpu' if this run trains with DeepSpeed, else None (see the module doc)."""
+    node = cfg.TRAINER.get(cfg.TRAINER.NAME.upper())
+    if node is None or not node.get("DEEPSPEED", False):
+        return None
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        return "cuda"
+    return "cpu" if launched() else None
+
+
+def shard_train_loader(loader: DataLoader, cfg: CfgNode) -> DataLoader:
+    """The training loader restricted to this rank's shard (unchanged for a single process)."""
+    if deepspeed_device(cfg) is None or world_size() == 1:
+        return loader
+    sampler = DistributedSampler(loader.dataset, num_replicas=world_size(), rank=rank(), shuffle=True,
+                                 seed=max(cfg.SEED, 0))
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                      num_workers=loader.num_workers, drop_last=loader.drop_last,
+                      pin_memory=loader.pin_memory)
+
+
+def _set_single_process_env() -> None:
+    """DeepSpeed initialises torch.distributed from these; a plain `python train.py` has none."""
+    if launched():
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def read_deepspeed_config(path: str, cfg: CfgNode, device: str) -> dict:
+    full = path if os.path.isabs(path) else os.path.join(REPO, path)
+    if not os.path.isfile(full):
+        full = path
+    if not os.path.isfile(full):
+        raise MissingFileError(f"TRAINER.LLAMP.DEEPSPEED_CONFIG {path} does not exist")
+    try:
+        with open(full) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"TRAINER.LLAMP.DEEPSPEED_CONFIG {full} is not valid JSON: {e}") from None
+    # Batch sizes and clipping come from the yacs config, so there is one place to set them.
+    micro = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    config.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=1,
+                  train_batch_size=micro * world_size(), gradient_clipping=float(cfg.TRAINER.LLAMP.GRAD_CLIP))
+    if device == "cpu":  # half precision on CPU: not what this path is for
+        config.setdefault("bf16", {})["enabled"] = False
+        config.setdefault("fp16", {})["enabled"] = False
+    return config
+
+
+class DeepSpeedRunner:
+    """A DeepSpeed engine around a model and its (client) optimiser; steps with backward_and_step."""
+
+    def __init__(self, engine, device: str):
+        self.engine = engine
+        self.device = device
+
+    @classmethod
+    def maybe_create(cls, cfg: CfgNode, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     trainer_device: torch.device) -> "DeepSpeedRunner | None":
+        node = cfg.TRAINER[cfg.TRAINER.NAME.upper()]
+        device = deepspeed_device(cfg)
+        if device is None:
+            if node.get("DEEPSPEED", False):
+                print("Note: TRAINER.LLAMP.DEEPSPEED is set but CUDA is not available: training with plain "
+                      "PyTorch on CPU instead (start with the `deepspeed` launcher to use DeepSpeed on CPU)")
+            return None
+        import deepspeed
+
+        _set_single_process_env()
+        config = read_deepspeed_config(node.DEEPSPEED_CONFIG, cfg, device)
+        print(f"DeepSpeed on {device} (rank {rank()} of {world_size()}): ZeRO stage "
+              f"{config.get('zero_optimization', {}).get('stage', 0)}, "
+              f"bf16 {config.get('bf16', {}).get('enabled', False)}")
+        if device == "cpu":
+            deepspeed.init_distributed(dist_backend="gloo")
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        return cls(engine, device)
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+        self.engine.step()  # clips gradients per the config, steps, zeroes gradients
