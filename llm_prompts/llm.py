@@ -1,0 +1,71 @@
+"""Loading the chat LLM and its tokenizer from local files only."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from llamp.errors import ConfigError, MissingFileError
+from llamp.knowledge_cache import read_llm_config
+
+
+def resolve_llm(source: str) -> str:
+    """``source`` as ``from_pretrained`` should get it: an absolute folder, or a hub name found in the local cache.
+
+    Raises MissingFileError (one line naming ``--llm``) if neither exists.
+    """
+    try:
+        read_llm_config(source)
+    except MissingFileError as e:
+        raise MissingFileError(f"--llm {source}: {e}") from None
+    expanded = os.path.expanduser(source)
+    return os.path.abspath(expanded) if os.path.isdir(expanded) else source
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    return torch.device(device)
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA, fp32 elsewhere (CPU bf16 is slow and needlessly inexact)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_tokenizer(source: str) -> Any:
+    """The LLM's tokenizer, set up for batched generation: left padding and a pad token.
+
+    LLaMA-2 has no pad token; the unknown token is used (else EOS), always
+    together with an attention mask, so its embedding never matters.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--llm {source}: cannot load its tokenizer ({str(e).splitlines()[0]})") from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    if tokenizer.pad_token is None:
+        raise ConfigError(f"--llm {source}: the tokenizer has no pad, unknown or end-of-sequence token")
+    return tokenizer
+
+
+def load_llm(source: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """The causal LM in eval mode on ``device`` (loaded straight there on CUDA)."""
+    from transformers import AutoModelForCausalLM
+
+    on_gpu = device.type == "cuda"
+    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype}
+    if on_gpu:  # weights go straight to the GPU, without a full copy in host memory
+        kwargs["device_map"] = str(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--llm {source}: cannot load a causal LM ({str(e).splitlines()[0]})") from None
+    return (model if on_gpu else model.to(device)).eval()

@@ -1,0 +1,53 @@
+"""Distillation targets: CLIP text features of class sentences extended with the LLM's noun phrases.
+
+For class ``c`` with noun phrases ``p_1..p_n`` (from all query templates,
+repeats dropped) and the dataset's CLIP templates ``s_1..s_m`` (the zero-shot
+ensemble in ``llamp/templates/zero_shot.json``), every sentence
+``s_j(c) + " with " + p_i`` — e.g. "a photo of a abyssinian, a breed of pet. with
+large pointed ears" — is encoded and normalised; the mean over all (i, j),
+normalised again, is the class's target. (A class without phrases uses the
+plain sentences ``s_j(c)``.)
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from llamp.clip_loading import LoadedCLIP
+from llamp.templates import class_prompt_name
+
+
+def target_sentences(clip_templates: Sequence[str], classname: str, phrases: Sequence[str]) -> list[str]:
+    """The sentences whose features are averaged into one class's target."""
+    name = class_prompt_name(classname)
+    if not phrases:
+        return [t.format(name) for t in clip_templates]
+    return [f"{t.format(name)} with {p}" for t in clip_templates for p in phrases]
+
+
+@torch.no_grad()
+def distillation_targets(clip: LoadedCLIP, classnames: Sequence[str], phrases: Sequence[Sequence[str]],
+                         clip_templates: Sequence[str], batch_size: int = 256, progress: bool = True) -> torch.Tensor:
+    """Normalised targets ``[classes, embed]`` (fp32, CPU); ``phrases[i]`` belongs to ``classnames[i]``."""
+    rows = []
+    for classname, class_phrases in tqdm(list(zip(classnames, phrases)), desc="targets", unit="class",
+                                         leave=False, disable=not progress):
+        features = clip.encode_text(target_sentences(clip_templates, classname, class_phrases),
+                                    batch_size=batch_size)  # [sentences, embed]
+        rows.append(F.normalize(F.normalize(features.float(), dim=-1).mean(0), dim=-1).cpu())
+    return torch.stack(rows)
+
+
+def clip_text_sha256(clip: LoadedCLIP) -> str:
+    """sha256 of the weights that make CLIP's text features (text tower + projection), whatever the file format."""
+    digest = hashlib.sha256()
+    modules = {"text_model": clip.model.text_model, "text_projection": clip.model.text_projection}
+    for prefix, module in modules.items():
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{prefix}.{name}:{tensor.dtype}:{list(tensor.shape)}".encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

