@@ -1,0 +1,229 @@
+"""LLaMP as a Dassl trainer: the model lives in ``llamp.model``; this file wires data, cache and optimiser."""
+from __future__ import annotations
+
+import os
+import random
+
+import torch
+import torch.nn.functional as F
+from dassl.engine import TRAINER_REGISTRY
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_optimizer
+from yacs.config import CfgNode as CN
+
+from llamp.errors import ConfigError
+from llamp.knowledge_cache import KnowledgeCache, default_cache_folder
+from llamp.llm_decoder import load_decoder_tail
+from llamp.model import LLaMP as LLaMPModel
+from llamp.model import LLaMPConfig
+
+from .base import ClipTrainer
+from .config import config_defaults
+from .distributed import DeepSpeedRunner, is_main_process, shard_train_loader
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@config_defaults
+def add_llamp_config(cfg: CN) -> None:
+    c = cfg.TRAINER.LLAMP = CN()
+    c.PREC = "fp32"  # fp32 | bf16 (frozen weights in bf16, autocast) | amp (fp32 weights, autocast)
+    # The LLM (Hugging Face folder, or hub name in the local cache): only its last
+    # NUM_DECODER_LAYERS layers and final norm are read.
+    c.LLM_PATH = ""
+    # Knowledge cache built by `python -m llm_prompts build`; empty: the build's default,
+    # <dataset folder>/llamp_cache/<LLM folder name>.
+    c.CACHE_DIR = ""
+    c.NUM_DECODER_LAYERS = 1  # N: LLM layers copied into the prompt decoder
+    c.NUM_LLM_TOKENS = 16  # M: learned tokens decoded by the LLM, one CLIP prompt each
+    c.PROMPT_DEPTH = 9  # D: CLIP text layers that receive LLM prompts and deep context
+    c.CONTEXT_INIT = "a photo of a"  # initial text of the learned context tokens
+    c.NUM_VISUAL_PROMPTS = 4
+    c.VISUAL_PROMPT_DEPTH = 6
+    c.LORA_LAYERS = [6, 7, 8, 9, 10, 11]  # vision layers with LoRA on q and v
+    c.LORA_RANK = 8
+    c.LORA_ALPHA = 16.0
+    c.LORA_DROPOUT = 0.1
+    c.LORA_LR = 2e-5  # LoRA (and the visual projection if trained); OPTIM.LR for the rest
+    c.TRAIN_Q_PROJ = True  # decoder copy: what is trained
+    c.TRAIN_O_PROJ = True
+    c.TRAIN_KV_PROJ = False
+    c.TRAIN_MLP = False
+    c.TRAIN_LAYER_NORMS = True
+    c.TRAIN_FINAL_NORM = True
+    c.TRAIN_VISUAL_PROJECTION = False
+    c.TEXT_L1_WEIGHT = 25.0
+    c.IMAGE_L1_WEIGHT = 10.0
+    c.KL_WEIGHT = 2.5  # lambda: 2.5 base-to-novel, 1.0 few-shot
+    # True reproduces the authors' release, whose teacher tower carries the LoRA being trained.
+    c.TEACHER_USES_LORA = False
+    # False (the release's choice, for comparable numbers): at test time the per-template
+    # softmax is over raw cosine similarities, without the logit scale.
+    c.INFERENCE_LOGIT_SCALE = False
+    c.GRAD_CLIP = 1.0  # max gradient norm; 0 disables
+    # DeepSpeed (ZeRO-2, bf16 per the JSON) when CUDA is present, launched as `deepspeed train.py ...`.
+    c.DEEPSPEED = False
+    c.DEEPSPEED_CONFIG = "configs/deepspeed/zero2_bf16.json"
+
+
+def llamp_config(c: CN) -> LLaMPConfig:
+    return LLaMPConfig(
+        num_llm_tokens=c.NUM_LLM_TOKENS, prompt_depth=c.PROMPT_DEPTH, context_init=c.CONTEXT_INIT,
+        num_visual_prompts=c.NUM_VISUAL_PROMPTS, visual_prompt_depth=c.VISUAL_PROMPT_DEPTH,
+        lora_layers=tuple(c.LORA_LAYERS), lora_rank=c.LORA_RANK, lora_alpha=c.LORA_ALPHA,
+        lora_dropout=c.LORA_DROPOUT, train_q=c.TRAIN_Q_PROJ, train_o=c.TRAIN_O_PROJ, train_kv=c.TRAIN_KV_PROJ,
+        train_mlp=c.TRAIN_MLP, train_layer_norms=c.TRAIN_LAYER_NORMS, train_final_norm=c.TRAIN_FINAL_NORM,
+        train_visual_projection=c.TRAIN_VISUAL_PROJECTION, text_l1_weight=c.TEXT_L1_WEIGHT,
+        image_l1_weight=c.IMAGE_L1_WEIGHT, kl_weight=c.KL_WEIGHT, teacher_uses_lora=c.TEACHER_USES_LORA,
+        inference_logit_scale=c.INFERENCE_LOGIT_SCALE)
+
+
+@TRAINER_REGISTRY.register()
+class LLaMP(ClipTrainer):
+    """LLaMP: LLM-decoded deep text prompts, visual prompts and LoRA, four-term loss."""
+
+    config_node = "LLAMP"
+
+    def check_cfg(self, cfg):
+        if cfg.TRAINER.LLAMP.PREC not in ("fp32", "bf16", "amp"):
+            raise ConfigError(f"TRAINER.LLAMP.PREC must be fp32, bf16 or amp, got {cfg.TRAINER.LLAMP.PREC!r}")
+
+    def build_data_loader(self):
+        super().build_data_loader()
+        self.train_loader_x = shard_train_loader(self.train_loader_x, self.cfg)
+
+    # ---- model -----------------------------------------------------------
+    def open_cache(self, tail) -> KnowledgeCache:
+        c = self.trainer_cfg
+        folder = c.CACHE_DIR or default_cache_folder(self.dm.dataset.dataset_dir, c.LLM_PATH)
+        build = (f"python -m llm_prompts build --root {self.cfg.DATASET.ROOT} --dataset-config-file "
+                 f"<this dataset's yaml> --llm {c.LLM_PATH} --clip {self.cfg.MODEL.BACKBONE.PATH or '<CLIP>'} "
+                 f"--num-layers {c.NUM_DECODER_LAYERS}")
+        print(f"Knowledge cache: {folder}")
+        return KnowledgeCache.open(folder, expected_llm_config=tail.config, num_layers=c.NUM_DECODER_LAYERS,
+                                   build_hint=build)
+
+    def build_model(self):
+        c = self.trainer_cfg
+        if not c.LLM_PATH:
+            raise ConfigError("TRAINER.LLAMP.LLM_PATH is empty: set it to the LLM's Hugging Face folder")
+        clip = self.load_clip()
+        tail = load_decoder_tail(c.LLM_PATH, c.NUM_DECODER_LAYERS)
+        self.cache = self.open_cache(tail)
+        classnames = self.dm.dataset.classnames
+        self.class_rows = self.cache.select(classnames)  # base, new or all: looked up by name
+        targets = self.cache.targets(self.class_rows)
+        embed = clip.model.config.projection_dim
+        if targets.shape[1] != embed:
+            raise ConfigError(f"the knowledge cache's distillation targets are {targets.shape[1]}-d but the CLIP "
+                              f"in MODEL.BACKBONE.PATH gives {embed}-d features: build the cache with this CLIP")
+
+        self.model = LLaMPModel(clip.model, clip.tokenizer, tail, classnames, llamp_config(c))
+        self.model.to(self.device)
+        if self.precision == "bf16":  # frozen weights in bf16; trained ones stay fp32 for the optimiser
+            for p in self.model.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+        self.targets = targets.to(self.device)  # [C, embed], normalised
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        print(f"LLaMP: {trainable:,} trainable parameters, {self.cache.num_templates} query templates, "
+              f"{len(classnames)} classes")
+
+        self.optim = build_optimizer(self.model, self.cfg.OPTIM, param_groups=self.param_groups())
+        self.sched = self.build_scheduler(self.optim)
+        self.register_model("llamp", self.model, self.optim, self.sched)
+        self.deepspeed = DeepSpeedRunner.maybe_create(self.cfg, self.model, self.optim, self.device)
+
+    def param_groups(self) -> list[dict]:
+        slow, fast = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (slow if ("lora_" in name or "visual_projection" in name) else fast).append(p)
+        groups = [{"params": fast, "lr": self.cfg.OPTIM.LR}]
+        if slow:
+            groups.append({"params": slow, "lr": self.trainer_cfg.LORA_LR})
+        return groups
+
+    def template_kv(self, template: int):
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        kv = self.cache.kv(template, self.class_rows, device=self.device, dtype=dtype)
+        keys = [k for k, _ in kv.layers]
+        values = [v for _, v in kv.layers]
+        return keys, values, kv.mask
+
+    # ---- training --------------------------------------------------------
+    def forward_backward(self, batch):
+        images, labels = self.parse_batch_train(batch)
+        template = random.randrange(self.cache.num_templates)  # one template's cache per step
+        keys, values, mask = self.template_kv(template)
+        with self.autocast():
+            losses, logits = self.model.losses(images, labels, keys, values, mask, self.targets)
+        loss = sum(losses.values())
+        self.detect_anomaly(loss)
+        if self.deepspeed is not None:
+            self.deepspeed.backward_and_step(loss)
+        else:
+            self.optim.zero_grad()
+            loss.backward()
+            if self.trainer_cfg.GRAD_CLIP > 0:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], self.trainer_cfg.GRAD_CLIP)
+            self.optim.step()
+
+        summary = {"loss": loss.item(), **{k: v.item() for k, v in losses.items()},
+                   "acc": compute_accuracy(logits, labels)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return super().autocast()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    # ---- evaluation ------------------------------------------------------
+    @torch.no_grad()
+    def template_text_features(self) -> torch.Tensor:
+        """Normalised text features of every template ``[T, C, embed]``, computed once per evaluation."""
+        self.model.eval()
+        features = []
+        for t in range(self.cache.num_templates):
+            keys, values, mask = self.template_kv(t)
+            with self.autocast():
+                features.append(F.normalize(self.model.text_features(keys, values, mask).float(), dim=-1))
+        return torch.stack(features)
+
+    def test(self, split=None):
+        if not is_main_process():
+            return None  # only rank 0 evaluates
+        self.eval_text_features = self.template_text_features()
+        try:
+            return super().test(split)
+        finally:
+            del self.eval_text_features
+
+    @torch.no_grad()
+    def model_inference(self, images):
+        with self.autocast():
+            return self.model.class_probabilities(images, self.eval_text_features)
+
+    # ---- bookkeeping -----------------------------------------------------
+    def before_epoch(self):
+        sampler = getattr(self.train_loader_x, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)  # a new shuffle per epoch on every rank
+
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        if is_main_process():
+            super().save_model(epoch, directory, is_best, val_result, model_name)
+
+    def checkpoint_state(self, name):
+        # fp32 on disk whatever the training precision; trainable tensors only
+        return {k: v.float() for k, v in super().checkpoint_state(name).items()}
+
+    def optimizer_state(self, name):
+        # DeepSpeed's optimiser state is partitioned across ranks: not saved (resume restores weights and schedule)
+        return None if self.deepspeed is not None else super().optimizer_state(name)
