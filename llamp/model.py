@@ -69,7 +69,8 @@ class LLaMP(nn.Module):
         super().__init__()
         self.config = config
         clip.requires_grad_(False)
-        self.clip = clip
+        # Only the towers are registered (not CLIPModel itself, whose 0-d logit_scale DeepSpeed cannot broadcast).
+        self.embed_dim = clip.config.projection_dim
         self.text_encoder = PromptedTextEncoder(clip)
         self.vision_encoder = PromptedVisionEncoder(clip)
         text_layers = len(self.text_encoder.layers)
@@ -103,7 +104,8 @@ class LLaMP(nn.Module):
         if config.lora_layers:
             add_vision_lora(clip, config.lora_layers, config.lora_rank, config.lora_alpha, config.lora_dropout)
         clip.visual_projection.requires_grad_(config.train_visual_projection)
-        self.logit_scale = nn.Parameter(torch.tensor(MAX_LOGIT_SCALE))
+        # shape [1], not a 0-d scalar: DeepSpeed broadcasts parameters as byte views
+        self.logit_scale = nn.Parameter(torch.tensor([MAX_LOGIT_SCALE]))
 
         self._set_classnames(tokenizer, classnames)
 
@@ -155,7 +157,7 @@ class LLaMP(nn.Module):
         """Frozen-CLIP image features: no visual prompts, and no LoRA unless ``teacher_uses_lora``."""
         if self.config.teacher_uses_lora:
             return self.vision_encoder(images)
-        with lora_disabled(self.clip):
+        with lora_disabled(self.vision_encoder):
             return self.vision_encoder(images)
 
     def scale(self) -> torch.Tensor:

@@ -30,3 +30,16 @@ def tiny_clip(tiny_models):
     from llamp.clip_loading import load_clip
 
     return load_clip("ViT-B/16", tiny_models["clip"])
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tiny_models, tmp_path_factory):
+    """A data root holding Synthetic and its knowledge cache built with the tiny LLM (default location)."""
+    from llm_prompts.__main__ import main
+
+    root = tmp_path_factory.mktemp("llamp_data")
+    code = main(["build", "--root", str(root), "--dataset-config-file",
+                 os.path.join(REPO, "configs", "datasets", "synthetic.yaml"),
+                 "--llm", tiny_models["llm"], "--clip", tiny_models["clip"], "--spacy-model", "none", "--quiet"])
+    assert code == 0
+    return {"root": str(root), "cache": str(root / "synthetic" / "llamp_cache" / "llm")}

@@ -106,7 +106,7 @@ def test_one_step_changes_only_trainable_tensors_and_all_get_gradients(tiny_mode
     assert any("lora_A" in n for n in trainable) and "decoder.tokens" in trainable
     optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
     images, labels = torch.randn(4, 3, 224, 224), torch.tensor([0, 1, 2, 0])
-    targets = F.normalize(torch.randn(len(CLASSNAMES), model.clip.config.projection_dim), dim=-1)
+    targets = F.normalize(torch.randn(len(CLASSNAMES), model.embed_dim), dim=-1)
     got_grad = set()
     for _ in range(2):  # lora_A's gradient is zero while lora_B is still zero: take two steps
         optimizer.zero_grad()
@@ -150,7 +150,7 @@ def test_inference_averages_per_template_softmax_of_raw_cosines(tiny_models):
     _, model = build(tiny_models)
     model.eval()
     images = torch.randn(2, 3, 224, 224)
-    text = F.normalize(torch.randn(3, len(CLASSNAMES), model.clip.config.projection_dim), dim=-1)
+    text = F.normalize(torch.randn(3, len(CLASSNAMES), model.embed_dim), dim=-1)
     with torch.no_grad():
         probs = model.class_probabilities(images, text)
         image = F.normalize(model.image_features(images), dim=-1)

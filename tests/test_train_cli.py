@@ -1,36 +1,8 @@
 """train.py end to end through Dassl: zero-shot CLIP on Synthetic, and bad input."""
-import os
 import re
-import subprocess
-import sys
 
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_train(*args, check=True):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def accuracy(stdout):
-    match = re.search(r"\* accuracy: ([\d.]+)%", stdout)
-    assert match, stdout[-2000:]
-    return float(match.group(1))
-
-
-def error_line(proc):
-    """The one ``error:`` line of a failed run (progress bars may precede it on stderr)."""
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr[-2000:]
-    return errors[0]
+from train_cli import accuracy, error_line, run_train
 
 
 def zeroshot_args(tiny_models, root, out, *opts):

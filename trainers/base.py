@@ -87,6 +87,12 @@ class ClipTrainer(TrainerX):
             missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ConfigError(f"checkpoint {path} does not fit model {name!r}: missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]} (was it trained with another config?)")
+        current = dict(model.named_parameters())
+        wrong = [f"{k} {list(v.shape)} vs {list(current[k].shape)}" for k, v in state.items()
+                 if v.shape != current[k].shape]
+        if wrong:
+            raise ConfigError(f"checkpoint {path} has tensors of other shapes than model {name!r} ("
+                              f"{'; '.join(wrong[:3])}): was it trained with another CLIP, LLM or config?")
         model.load_state_dict(state, strict=False)
 
     def optimizer_state(self, name: str) -> dict | None:

@@ -1,0 +1,174 @@
+"""The LLaMP trainer through Dassl on Synthetic with the tiny models and a real knowledge cache."""
+import json
+import os
+import re
+import shutil
+import sys
+
+import pytest
+import torch
+from train_cli import REPO, accuracy, error_line, run_train, training_losses
+
+TINY_RUN = ["DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1"]
+
+
+def llamp_args(tiny_models, data, out, *opts, subset="base", flags=()):
+    return ["--root", data["root"], "--seed", "1", "--trainer", "LLaMP",
+            "--dataset-config-file", "configs/datasets/synthetic.yaml",
+            "--config-file", "configs/trainers/LLaMP/demo.yaml", "--output-dir", str(out), *flags,
+            "MODEL.BACKBONE.PATH", tiny_models["clip"], "TRAINER.LLAMP.LLM_PATH", tiny_models["llm"],
+            "DATASET.SUBSAMPLE_CLASSES", subset, *TINY_RUN, *opts]
+
+
+def in_process_trainer(tiny_models, data, out, seed=1, *opts):
+    """A Dassl trainer built by train.py's own config code, in this process."""
+    from dassl.engine import build_trainer
+    from dassl.utils import set_random_seed
+
+    import train
+
+    cfg = train.setup_cfg(train.parse_args(llamp_args(tiny_models, data, out, *opts)))
+    set_random_seed(seed)
+    return build_trainer(cfg)
+
+
+def test_base_training_then_new_classes_through_train_py(tiny_models, synthetic_cache, tmp_path):
+    base = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "base"))
+    assert re.search(r"# classes\s+6\b", base.stdout) and 0 <= accuracy(base.stdout) <= 100
+    assert set(training_losses(base.stdout)) >= {"loss", "ce", "text_l1", "image_l1", "kl"}
+    checkpoint = tmp_path / "base" / "llamp" / "model.pth.tar-2"
+    assert checkpoint.is_file()
+
+    new = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "new", subset="new", flags=(
+        "--eval-only", "--model-dir", str(tmp_path / "base"), "--load-epoch", "2")))
+    assert re.search(r"# classes\s+6\b", new.stdout) and 0 <= accuracy(new.stdout) <= 100
+    assert "model.pth.tar-2" in new.stdout
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tiny_models, synthetic_cache, tmp_path):
+    trainer = in_process_trainer(tiny_models, synthetic_cache, tmp_path / "run")
+    trainer.train()
+    batch = next(iter(trainer.test_loader))
+    images = batch["img"][:8]
+    trainer.set_model_mode("eval")
+    trainer.eval_text_features = trainer.template_text_features()
+    expected = trainer.model_inference(images)
+
+    state = torch.load(tmp_path / "run" / "llamp" / "model.pth.tar-2", weights_only=True)
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert set(state["state_dict"]) == trainable  # trainable tensors only: no CLIP, no frozen LLM weights
+    assert "TRAINER" in state["config"]
+
+    fresh = in_process_trainer(tiny_models, synthetic_cache, tmp_path / "eval", seed=2)
+    fresh.set_model_mode("eval")
+    fresh.eval_text_features = fresh.template_text_features()
+    assert not torch.equal(fresh.model_inference(images), expected)  # a different initialisation
+    fresh.load_model(str(tmp_path / "run"), epoch=2)
+    fresh.eval_text_features = fresh.template_text_features()
+    assert torch.equal(fresh.model_inference(images), expected)
+
+
+def tensor_bytes(module):
+    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
+
+
+def test_model_memory_does_not_grow_with_the_number_of_templates(tiny_models, synthetic_cache, tmp_path):
+    """The same run with an 11-template and a 2-template cache: same model bytes, one template per step."""
+    small = tmp_path / "two_templates"
+    shutil.copytree(synthetic_cache["cache"], small)
+    with open(small / "metadata.json") as f:
+        meta = json.load(f)
+    meta["query_templates"] = meta["query_templates"][:2]
+    meta["templates"] = [e for e in meta["templates"] if e["index"] < 2]
+    with open(small / "metadata.json", "w") as f:
+        json.dump(meta, f)
+
+    sizes, loaded = {}, {}
+    for name, cache_dir in (("eleven", synthetic_cache["cache"]), ("two", str(small))):
+        trainer = in_process_trainer(tiny_models, synthetic_cache, tmp_path / name, 1,
+                                     "TRAINER.LLAMP.CACHE_DIR", cache_dir)
+        requested = []
+        original = trainer.cache.kv
+        trainer.cache.kv = lambda t, *a, **k: requested.append(t) or original(t, *a, **k)
+        trainer.num_batches, trainer.batch_idx = 10, 0
+        trainer.forward_backward(next(iter(trainer.train_loader_x)))
+        loaded[name] = requested
+        sizes[name] = tensor_bytes(trainer.model) + sum(
+            t.numel() * t.element_size() for t in vars(trainer).values() if isinstance(t, torch.Tensor))
+    assert trainer.cache.num_templates == 2
+    assert sizes["eleven"] == sizes["two"]
+    assert len(loaded["eleven"]) == len(loaded["two"]) == 1  # one template's K/V read per step
+
+
+def test_deepspeed_on_cpu_matches_plain_pytorch_and_runs_on_two_processes(tiny_models, synthetic_cache, tmp_path):
+    plain = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "plain"))
+    assert "DeepSpeed on" not in plain.stdout
+    single = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "ds1", "TRAINER.LLAMP.DEEPSPEED", "True"),
+                       env=dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                                MASTER_PORT="29561"))
+    assert "DeepSpeed on cpu (rank 0 of 1)" in single.stdout
+    ours, theirs = training_losses(single.stdout), training_losses(plain.stdout)
+    assert len(ours["loss"]) == len(theirs["loss"]) == 6
+    for name in ("loss", "ce", "text_l1", "image_l1", "kl"):
+        assert ours[name] == pytest.approx(theirs[name], abs=2e-4), name  # printed with 4 decimals
+    assert accuracy(single.stdout) == accuracy(plain.stdout)
+
+    two = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "ds2", "TRAINER.LLAMP.DEEPSPEED", "True"),
+                    launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                              "--master_port", "29562"))
+    assert "rank 0 of 2" in two.stdout and "rank 1 of 2" in two.stdout
+    with open(tmp_path / "ds2" / "log.txt") as f:
+        log = f.read()
+    # Each rank trains on half of the 24 base images: 12 // batch 8 = 1 step per epoch; rank 0 alone logs.
+    assert len(training_losses(log)["loss"]) == 2
+    assert len(re.findall(r"\* accuracy", two.stdout)) == 1  # only rank 0 evaluates
+    assert os.path.isfile(tmp_path / "ds2" / "llamp" / "model.pth.tar-2")
+
+
+def test_deepspeed_without_cuda_or_launcher_says_what_happens(tiny_models, synthetic_cache, tmp_path):
+    proc = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "note", "TRAINER.LLAMP.DEEPSPEED", "True",
+                                 "OPTIM.MAX_EPOCH", "1"))
+    assert "CUDA is not available: training with plain PyTorch on CPU" in proc.stdout
+
+
+@pytest.fixture
+def other_clip(tmp_path):
+    """A tiny CLIP whose joint embedding is 32-d instead of 48-d."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from llamp.clip_tokenizer import build_clip_tokenizer
+    from llamp.tiny import TINY_CLIP
+
+    folder = tmp_path / "clip32"
+    CLIPModel(CLIPConfig(**{**TINY_CLIP, "projection_dim": 32})).save_pretrained(folder)
+    build_clip_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def test_bad_inputs_are_caught_before_training(tiny_models, synthetic_cache, tmp_path, other_clip):
+    def fails(*opts):
+        proc = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "bad", *opts), check=False)
+        assert "epoch [" not in proc.stdout
+        return error_line(proc)
+
+    assert "llm_prompts build" in fails("TRAINER.LLAMP.CACHE_DIR", str(tmp_path / "no_cache"))
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(synthetic_cache["cache"], renamed)
+    meta = json.loads((renamed / "metadata.json").read_text())
+    meta["classnames"] = [c.replace("red", "crimson") for c in meta["classnames"]]
+    (renamed / "metadata.json").write_text(json.dumps(meta))
+    assert "red circle" in fails("TRAINER.LLAMP.CACHE_DIR", str(renamed))
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llamp.tiny import TINY_LLAMA, build_llm_tokenizer
+
+    wider = tmp_path / "wider_llm"
+    tokenizer = build_llm_tokenizer()
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **{**TINY_LLAMA, "hidden_size": 96})).save_pretrained(wider)
+    assert "another LLM" in fails("TRAINER.LLAMP.LLM_PATH", str(wider),
+                                  "TRAINER.LLAMP.CACHE_DIR", synthetic_cache["cache"])
+    assert "NUM_DECODER_LAYERS" in fails("TRAINER.LLAMP.NUM_DECODER_LAYERS", "3")
+    assert "32-d" in fails("MODEL.BACKBONE.PATH", other_clip)
+    assert "LLM_PATH" in fails("TRAINER.LLAMP.LLM_PATH", str(tmp_path / "no_llm"))
