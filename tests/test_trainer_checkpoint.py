@@ -64,3 +64,12 @@ def test_checkpoint_from_another_model_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="model.pth.tar-9"):
         bare_trainer(Model()).load_model(str(tmp_path), epoch=9)
     assert os.path.isfile(tmp_path / "prompt_learner" / "model.pth.tar-1")
+
+
+def test_checkpoint_with_other_widths_is_refused(tmp_path):
+    """E.g. prompts trained for another CLIP text width: one clear error, not a size-mismatch traceback."""
+    bare_trainer(Model()).save_model(epoch=0, directory=str(tmp_path))
+    wider = Model()
+    wider.prompt = nn.Parameter(torch.randn(2, 5))
+    with pytest.raises(ConfigError, match=r"other shapes.*prompt \[2, 4\] vs \[2, 5\]"):
+        bare_trainer(wider).load_model(str(tmp_path), epoch=1)
