@@ -30,12 +30,12 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from .atomic_files import write_atomic, write_json_atomic
 from .errors import ConfigError, MissingFileError
 
 FORMAT = "llamp-knowledge-cache"
@@ -232,24 +232,6 @@ def compare_llm_identity(cached: Mapping[str, Any], expected: Mapping[str, Any])
 # ---------------------------------------------------------------- atomic files
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write ``obj`` as indented JSON via a temp file + rename (readers never see half a file)."""
-    _write_atomic(path, lambda tmp: _dump_json(tmp, obj))
-
-
-def _dump_json(path: str, obj: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    def dump(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    _write_atomic(path, dump)
-
-
 def save_tensors_atomic(path: str, tensors: Mapping[str, torch.Tensor],
                         metadata: Mapping[str, str] | None = None) -> tuple[int, str]:
     """Save ``tensors`` as safetensors via a temp file + rename; return (bytes, sha256)."""
@@ -262,22 +244,8 @@ def save_tensors_atomic(path: str, tensors: Mapping[str, torch.Tensor],
                   metadata=dict(metadata or {}))
         result["bytes"] = os.path.getsize(tmp)
         result["sha256"] = file_sha256(tmp)
-    _write_atomic(path, dump)
+    write_atomic(path, dump)
     return result["bytes"], result["sha256"]
-
-
-def _write_atomic(path: str, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; caches are shared like the data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def file_sha256(path: str) -> str:
@@ -786,5 +754,5 @@ __all__ = [
     "KnowledgeCache", "LLM_SHAPE_FIELDS", "METADATA_FILE", "TARGETS_FILE", "cache_size_bytes",
     "compare_llm_identity", "config_sha256", "dtype_name", "file_sha256", "key_name", "kv_file_name",
     "llm_identity", "read_llm_config", "read_metadata", "read_safetensors_header", "save_tensors_atomic",
-    "value_name", "write_json_atomic", "write_text_atomic",
+    "value_name",
 ]

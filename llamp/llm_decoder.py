@@ -99,7 +99,7 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
 
     files = _weight_files(folder)
     prefix = _stack_prefix(list(files), total - 1)
-    wanted = {f"{prefix}norm.weight": f"norm.weight"}
+    wanted = {f"{prefix}norm.weight": "norm.weight"}
     for j, i in enumerate(kept):
         for name in files:
             if name.startswith(f"{prefix}layers.{i}."):

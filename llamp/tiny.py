@@ -19,7 +19,7 @@ import tempfile
 import torch
 from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from .clip_tokenizer import BOS_TOKEN, CONTEXT_LENGTH, EOS_TOKEN, build_clip_tokenizer
+from .clip_tokenizer import CONTEXT_LENGTH, build_clip_tokenizer
 
 # Widths differ on purpose (text 64, vision 96, joint 48) so that a width mix-up fails loudly.
 # Heads follow OpenAI's 64-wide convention so the model round-trips through the .pt format.

@@ -21,7 +21,7 @@ import os
 from typing import Iterable, Mapping
 
 from llamp.errors import ConfigError
-from llamp.knowledge_cache import write_text_atomic
+from llamp.atomic_files import write_text_atomic
 
 RECORD_KEYS = ("dataset", "class", "template_index", "template", "question", "answer_start", "answer",
                "noun_phrases", "noun_phrase_method")

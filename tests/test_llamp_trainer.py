@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from train_cli import REPO, accuracy, error_line, run_train, training_losses
+from train_cli import accuracy, error_line, run_train, training_losses
 
 TINY_RUN = ["DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1"]
 

@@ -9,10 +9,10 @@ numbers and strings only.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import torch
 
+from llamp.atomic_files import write_atomic
 from llamp.errors import ConfigError, MissingFileError
 
 LATEST_FILE = "checkpoint"
@@ -23,22 +23,19 @@ def epoch_file_name(epoch: int) -> str:
     return f"model.pth.tar-{epoch}"
 
 
-def _atomic_torch_save(obj: dict, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object: torch derives nothing from the temp name
+def _torch_save_atomic(obj: dict, path: str) -> None:
+    def dump(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: torch derives nothing from the temp name
             torch.save(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    write_atomic(path, dump)
 
 
 def save_checkpoint(state: dict, folder: str, file_name: str) -> str:
     """Write ``state`` to ``folder/file_name`` and record it as the latest."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, file_name)
-    _atomic_torch_save(state, path)
+    _torch_save_atomic(state, path)
     if file_name != BEST_NAME:
         with open(os.path.join(folder, LATEST_FILE), "w") as f:
             f.write(file_name + "\n")

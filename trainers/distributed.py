@@ -24,7 +24,6 @@ from yacs.config import CfgNode
 from llamp.errors import ConfigError, MissingFileError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def rank() -> int:

@@ -1,7 +1,6 @@
 """LLaMP as a Dassl trainer: the model lives in ``llamp.model``; this file wires data, cache and optimiser."""
 from __future__ import annotations
 
-import os
 import random
 
 import torch
@@ -21,7 +20,6 @@ from .base import ClipTrainer
 from .config import config_defaults
 from .distributed import DeepSpeedRunner, is_main_process, shard_train_loader
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @config_defaults

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any, Sequence
 
 from dassl.data.datasets import DatasetBase, Datum
 
+from llamp.atomic_files import write_json_atomic
 from llamp.errors import ConfigError, MissingFileError
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
@@ -112,22 +112,6 @@ def make_datum(impath: str, label: int, classname: str, listed_in: str) -> Datum
         ) from None
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temp file + rename, so readers never see half a file."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; caches are shared like the data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def read_json(path: str) -> Any:
     """Load a JSON file; unreadable content is a ConfigError naming the file."""
     try:
@@ -170,7 +154,7 @@ def write_datum_lists(path: str, lists: dict[str, list[Datum]], relative_to: str
         key: [[os.path.relpath(d.impath, relative_to), d.label, d.classname] for d in items]
         for key, items in lists.items()
     }
-    write_json_atomic(path, content)
+    write_json_atomic(path, content, indent=None)  # compact: ImageNet lists are large
 
 
 def read_split(split_file: str, image_dir: str) -> tuple[list[Datum], list[Datum], list[Datum]]:
