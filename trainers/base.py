@@ -47,12 +47,53 @@ class ClipTrainer(TrainerX):
     def weight_dtype(self) -> torch.dtype:
         return _DTYPES[self.precision]
 
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """fp16/bf16: that type; amp: fp16 on CUDA, bf16 on CPU; fp32: none."""
+        if self.precision == "fp32":
+            return None
+        if self.precision == "amp":
+            return torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return self.weight_dtype
+
     def autocast(self):
-        """Mixed precision for ``amp`` (bf16 on CPU, fp16 on CUDA); a no-op otherwise."""
-        if self.precision != "amp":
+        """Autocast to ``autocast_dtype`` (so fp32 trainable tensors meet half-precision frozen ones)."""
+        dtype = self.autocast_dtype
+        if dtype is None:
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
+
+    def cast_frozen_parameters(self, module: torch.nn.Module) -> None:
+        """fp16/bf16: frozen weights in that type (half the memory); trained ones stay fp32 for the optimiser."""
+        if self.precision in ("fp16", "bf16"):
+            for p in module.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(self.weight_dtype)
+
+    def make_grad_scaler(self):
+        """Loss scaling where fp16 gradients could underflow (fp16 autocast on CUDA)."""
+        if self.autocast_dtype == torch.float16 and self.device.type == "cuda":
+            return torch.amp.GradScaler("cuda")
+        return None
+
+    def optimization_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, max_norm: float = 0.0,
+                          scaler=None) -> None:
+        """zero_grad, backward, optional gradient clipping, step (with loss scaling if given)."""
+        self.detect_anomaly(loss)
+        optimizer.zero_grad()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if max_norm > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, max_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            return
+        loss.backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+        optimizer.step()
 
     # ---- backbone --------------------------------------------------------
     def load_clip(self) -> LoadedCLIP:

@@ -118,10 +118,7 @@ class LLaMP(ClipTrainer):
 
         self.model = LLaMPModel(clip.model, clip.tokenizer, tail, classnames, llamp_config(c))
         self.model.to(self.device)
-        if self.precision == "bf16":  # frozen weights in bf16; trained ones stay fp32 for the optimiser
-            for p in self.model.parameters():
-                if not p.requires_grad:
-                    p.data = p.data.to(torch.bfloat16)
+        self.cast_frozen_parameters(self.model)
         self.targets = targets.to(self.device)  # [C, embed], normalised
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         print(f"LLaMP: {trainable:,} trainable parameters, {self.cache.num_templates} query templates, "
@@ -157,16 +154,11 @@ class LLaMP(ClipTrainer):
         with self.autocast():
             losses, logits = self.model.losses(images, labels, keys, values, mask, self.targets)
         loss = sum(losses.values())
-        self.detect_anomaly(loss)
         if self.deepspeed is not None:
+            self.detect_anomaly(loss)
             self.deepspeed.backward_and_step(loss)
         else:
-            self.optim.zero_grad()
-            loss.backward()
-            if self.trainer_cfg.GRAD_CLIP > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for p in self.model.parameters() if p.requires_grad], self.trainer_cfg.GRAD_CLIP)
-            self.optim.step()
+            self.optimization_step(loss, self.optim, self.trainer_cfg.GRAD_CLIP)
 
         summary = {"loss": loss.item(), **{k: v.item() for k, v in losses.items()},
                    "acc": compute_accuracy(logits, labels)[0].item()}
@@ -177,10 +169,10 @@ class LLaMP(ClipTrainer):
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
-    def autocast(self):
-        if self.precision == "fp32":
-            return super().autocast()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+    @property
+    def autocast_dtype(self):
+        # bf16 whenever not fp32: LLM activations overflow fp16
+        return None if self.precision == "fp32" else torch.bfloat16
 
     # ---- evaluation ------------------------------------------------------
     @torch.no_grad()
