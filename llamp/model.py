@@ -59,7 +59,8 @@ class LLaMPConfig:
 
 def _kaiming(*shape: int) -> nn.Parameter:
     p = nn.Parameter(torch.empty(*shape))
-    nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+    if p.numel():  # e.g. no deep context when PROMPT_DEPTH is 1
+        nn.init.kaiming_uniform_(p, a=math.sqrt(5))
     return p
 
 
