@@ -1,0 +1,273 @@
+"""CoOp, CoCoOp and KgCoOp: the prompt learners in-process on a tiny CLIP, the trainers through train.py."""
+import glob
+import os
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from train_cli import REPO, accuracy, run_train, training_losses
+
+from llamp.baselines.cocoop import CoCoOp, CoCoOpConfig
+from llamp.baselines.coop import CoOp, CoOpConfig
+from llamp.baselines.kgcoop import KgCoOp, KgCoOpConfig
+from llamp.errors import ConfigError
+
+CLASSES = ["red circle", "green square", "blue triangle"]  # "red circle": 2 tokens
+TEMPLATE = "a picture of a {}."  # Synthetic's zero-shot template
+TEMPLATE_WORDS = "a picture of a"
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_models):
+    """A CLIP of this module's own (the models here switch its gradients off)."""
+    from llamp.clip_loading import load_clip
+
+    return load_clip("ViT-B/16", tiny_models["clip"])
+
+
+def coop(clip, cls=CoOp, config=None, **fields):
+    torch.manual_seed(0)
+    config = config or CoOpConfig(**fields)
+    return cls(clip.model, clip.tokenizer, CLASSES, config)
+
+
+def images(n=2):
+    return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+
+
+# ---- the prompt layout ----------------------------------------------------
+@pytest.mark.parametrize("position,context_at,name_at", [
+    ("end", [1, 2, 3, 4], [5, 6]),
+    ("middle", [1, 2, 5, 6], [3, 4]),
+    ("front", [3, 4, 5, 6], [1, 2]),
+])
+def test_context_and_class_tokens_sit_where_the_position_says(clip, position, context_at, name_at):
+    model = coop(clip, n_ctx=4, class_token_position=position)
+    prompts, tok = model.prompts, clip.tokenizer
+    name_ids = tok("red circle", add_special_tokens=False).input_ids
+    assert len(name_ids) == 2
+    assert prompts.context_positions[0].tolist() == context_at and prompts.name_positions[0] == name_at
+    ids = prompts.input_ids[0].tolist()
+    assert ids[0] == tok.bos_token_id and ids[7] == tok(".", add_special_tokens=False).input_ids[0]
+    assert ids[8] == tok.eos_token_id and prompts.eos_positions[0].item() == 8
+    assert [ids[i] for i in name_at] == name_ids
+
+    embeds = prompts.token_embeddings(model.text_encoder.token_embedding, prompts.class_context())  # [C, 77, W]
+    assert torch.equal(embeds[0, context_at], model.prompts.context)
+    assert torch.equal(embeds[0, name_at], model.text_encoder.token_embedding(torch.tensor(name_ids)))
+
+
+def test_context_set_to_the_template_words_gives_stock_clip_features(clip):
+    model = coop(clip, n_ctx=4)  # random context
+    sentences = [TEMPLATE.format(c) for c in CLASSES]
+    stock = clip.encode_text(sentences)
+    assert (model.text_features() - stock).abs().max() > 1e-3
+    words = clip.tokenizer(TEMPLATE_WORDS, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        model.prompts.context.copy_(model.text_encoder.token_embedding(torch.tensor(words)))
+    assert (model.text_features() - stock).abs().max() < 1e-5
+    initialised = coop(clip, ctx_init=TEMPLATE_WORDS)  # the same through CTX_INIT
+    assert initialised.prompts.n_ctx == 4
+    assert (initialised.text_features() - stock).abs().max() < 1e-5
+
+
+def test_bad_context_settings_name_their_key(clip):
+    with pytest.raises(ConfigError, match="TRAINER.COOP.CLASS_TOKEN_POSITION"):
+        coop(clip, class_token_position="left")
+    with pytest.raises(ConfigError, match="TRAINER.COOP.N_CTX"):
+        coop(clip, n_ctx=0)
+    with pytest.raises(ConfigError, match="TRAINER.KGCOOP.N_CTX"):
+        coop(clip, cls=lambda *a: KgCoOp(*a, [TEMPLATE]), config=KgCoOpConfig(n_ctx=80))
+
+
+# ---- class-specific context -----------------------------------------------
+def sgd_step(model, labels):
+    optim = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    losses, _ = model.losses(images(len(labels)), torch.tensor(labels))
+    sum(losses.values()).backward()
+    optim.step()
+
+
+def test_csc_gives_each_class_its_own_context(clip):
+    unified = coop(clip, n_ctx=4)
+    assert unified.prompts.context.shape == (4, 64)
+    csc = coop(clip, n_ctx=4, class_specific=True)
+    assert csc.prompts.context.shape == (3, 4, 64)  # [classes, n_ctx, width]
+    assert not torch.equal(csc.prompts.context[0], csc.prompts.context[1])
+    # class 1's prompt reads class 1's context only
+    before = csc.text_features().detach()
+    with torch.no_grad():  # (not a constant shift: CLIP's layer norms would cancel it)
+        csc.prompts.context[1] += torch.randn(4, 64)
+    changed = (csc.text_features().detach() - before).abs().amax(-1)
+    assert changed[1] > 1e-3 and changed[0] == 0 and changed[2] == 0
+
+    from_words = coop(clip, ctx_init=TEMPLATE_WORDS, class_specific=True)
+    assert torch.equal(from_words.prompts.context[0], from_words.prompts.context[1])  # same words at init
+    sgd_step(from_words, [0, 0])
+    assert not torch.equal(from_words.prompts.context[0], from_words.prompts.context[1])  # ... then their own
+
+
+# ---- CoCoOp ---------------------------------------------------------------
+def test_cocoop_context_and_text_features_depend_on_the_image(clip):
+    model = coop(clip, cls=CoCoOp, config=CoCoOpConfig(ctx_init=TEMPLATE_WORDS))
+    assert model.meta_net.linear1.in_features == 48 and model.meta_net.linear1.out_features == 3  # 48 // 16
+    image = F.normalize(model.image_features(images(2)).float(), dim=-1)
+    shifts = model.context_shift(image)  # [2, width]
+    assert shifts.shape == (2, 64) and not torch.allclose(shifts[0], shifts[1])
+    contexts = [model.prompts.class_context(s) for s in shifts]
+    assert not torch.allclose(contexts[0], contexts[1])
+    text = model.image_text_features(image)  # [images, classes, embed]
+    assert text.shape == (2, 3, 48) and not torch.allclose(text[0], text[1])
+    assert torch.allclose(model.logits(image, text), model(images(2)), atol=1e-6)
+
+    with torch.no_grad():  # a meta-net that outputs zero leaves plain CoOp
+        model.meta_net.linear2.weight.zero_()
+        model.meta_net.linear2.bias.zero_()
+    text = model.image_text_features(image)
+    plain = F.normalize(model.text_features().float(), dim=-1)
+    assert torch.allclose(text[0], plain) and torch.allclose(text[1], plain)
+
+
+# ---- KgCoOp ---------------------------------------------------------------
+def test_kgcoop_regulariser_is_zero_exactly_when_the_prompts_are_the_hand_crafted_ones(clip):
+    model = coop(clip, cls=lambda *a: KgCoOp(*a, [TEMPLATE]), config=KgCoOpConfig(ctx_init=TEMPLATE_WORDS))
+    losses, _ = model.losses(images(2), torch.tensor([0, 1]))
+    assert losses["kg"].item() == 0.0 and losses["ce"].item() > 0
+    stock = F.normalize(clip.encode_text([TEMPLATE.format(c) for c in CLASSES]), dim=-1)
+    assert torch.allclose(model.handcrafted, stock, atol=1e-6)
+
+    with torch.no_grad():
+        model.prompts.context[0] += 0.1 * torch.randn(64)
+    text = F.normalize(model.text_features().float(), dim=-1)
+    expected = 4.0 * ((text - stock) ** 2).sum(-1).mean()
+    losses, _ = model.losses(images(2), torch.tensor([0, 1]))
+    assert losses["kg"].item() > 1e-6 and losses["kg"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+    other_words = coop(clip, cls=lambda *a: KgCoOp(*a, [TEMPLATE]), config=KgCoOpConfig(ctx_init="a photo of a"))
+    assert other_words.losses(images(2), torch.tensor([0, 1]))[0]["kg"].item() > 1e-6
+
+
+# ---- the trainers ---------------------------------------------------------
+TRAINERS = {"CoOp": "COOP", "CoCoOp": "COCOOP", "KgCoOp": "KGCOOP"}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "data"  # Synthetic is written there once
+
+
+def trainer_args(tiny_models, root, out, trainer, *opts, subset="base", flags=()):
+    return ["--root", str(root), "--seed", "1", "--trainer", trainer,
+            "--dataset-config-file", "configs/datasets/synthetic.yaml",
+            "--config-file", f"configs/trainers/{trainer}/demo.yaml", "--output-dir", str(out), *flags,
+            "MODEL.BACKBONE.PATH", tiny_models["clip"], "DATASET.SUBSAMPLE_CLASSES", subset,
+            "DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1", *opts]
+
+
+def in_process_trainer(tiny_models, root, out, trainer, *opts, subset="base"):
+    from dassl.engine import build_trainer
+    from dassl.utils import set_random_seed
+
+    import train
+
+    cfg = train.setup_cfg(train.parse_args(trainer_args(tiny_models, root, out, trainer, *opts, subset=subset)))
+    set_random_seed(1)
+    return build_trainer(cfg)
+
+
+EXPECTED_STATE = {
+    "CoOp": {"prompts.context"},
+    "CoCoOp": {"prompts.context", "meta_net.linear1.weight", "meta_net.linear1.bias",
+               "meta_net.linear2.weight", "meta_net.linear2.bias"},
+    "KgCoOp": {"prompts.context"},
+}
+
+
+@pytest.mark.parametrize("trainer", list(TRAINERS))
+def test_train_on_base_then_evaluate_on_new_through_train_py(tiny_models, data_root, tmp_path, trainer):
+    base = run_train(*trainer_args(tiny_models, data_root, tmp_path / "base", trainer))
+    assert re.search(r"# classes\s+6\b", base.stdout) and 0 <= accuracy(base.stdout) <= 100
+    losses = training_losses(base.stdout)
+    assert len(losses["loss"]) == 2 * (24 // {"CoOp": 8, "CoCoOp": 4, "KgCoOp": 16}[trainer])
+    if trainer == "KgCoOp":
+        assert "kg" in losses and all(v > 0 for v in losses["kg"])  # demo: "a photo of a" vs "a picture of a"
+    checkpoint = tmp_path / "base" / "prompt_learner" / "model.pth.tar-2"
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert set(state) == EXPECTED_STATE[trainer]  # the learned tensors only, class-agnostic
+
+    new = run_train(*trainer_args(tiny_models, data_root, tmp_path / "new", trainer, subset="new", flags=(
+        "--eval-only", "--model-dir", str(tmp_path / "base"), "--load-epoch", "2")))
+    assert re.search(r"# classes\s+6\b", new.stdout) and 0 <= accuracy(new.stdout) <= 100
+    assert f"Load {checkpoint}" in new.stdout
+
+
+def test_class_specific_context_refuses_other_classes(tiny_models, data_root, tmp_path):
+    base = in_process_trainer(tiny_models, data_root, tmp_path / "csc", "CoOp", "TRAINER.COOP.CSC", "True")
+    assert base.model.prompts.context.shape == (6, 4, 64)
+    base.save_model(1, str(tmp_path / "csc"))
+    same = in_process_trainer(tiny_models, data_root, tmp_path / "again", "CoOp", "TRAINER.COOP.CSC", "True")
+    same.load_model(str(tmp_path / "csc"), epoch=2)  # the classes it was trained on: fine
+    assert torch.equal(same.model.prompts.context, base.model.prompts.context)
+
+    new = in_process_trainer(tiny_models, data_root, tmp_path / "new", "CoOp", "TRAINER.COOP.CSC", "True",
+                             subset="new")
+    assert new.model.prompts.context.shape == base.model.prompts.context.shape  # same count, other classes
+    with pytest.raises(ConfigError, match=r"TRAINER.COOP.CSC is True.*do not transfer"):
+        new.load_model(str(tmp_path / "csc"), epoch=2)
+
+
+@pytest.mark.parametrize("trainer,prec", [("CoOp", "amp"), ("CoOp", "fp16"), ("CoCoOp", "fp16"), ("KgCoOp", "amp")])
+def test_half_precisions_train_a_step_on_cpu(tiny_models, data_root, tmp_path, trainer, prec):
+    t = in_process_trainer(tiny_models, data_root, tmp_path, trainer, f"TRAINER.{TRAINERS[trainer]}.PREC", prec)
+    frozen = t.model.text_encoder.final_layer_norm.weight
+    assert frozen.dtype == (torch.float16 if prec == "fp16" else torch.float32)
+    before = t.model.prompts.context.detach().clone()
+    assert before.dtype == torch.float32  # trained tensors stay fp32 for the optimiser
+    t.num_batches, t.batch_idx = 10, 0
+    summary = t.forward_backward(next(iter(t.train_loader_x)))
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    assert not torch.equal(t.model.prompts.context, before)
+    assert torch.isfinite(t.model_inference(next(iter(t.test_loader))["img"][:4])).all()
+
+
+def test_invalid_precision_names_the_key(tiny_models, data_root, tmp_path):
+    with pytest.raises(ConfigError, match=r"TRAINER.KGCOOP.PREC must be one of .*'fp8'"):
+        in_process_trainer(tiny_models, data_root, tmp_path, "KgCoOp", "TRAINER.KGCOOP.PREC", "fp8")
+
+
+# ---- the reference configs ------------------------------------------------
+PUBLISHED = {  # file: (batch, epochs, lr, n_ctx, ctx_init)
+    "CoOp/vit_b16_base2new.yaml": (32, 200, 0.002, 4, "a photo of a"),
+    "CoOp/vit_b16_base2new_imagenet.yaml": (32, 50, 0.002, 4, "a photo of a"),
+    "CoOp/vit_b16_few_shot.yaml": (32, 200, 0.002, 16, ""),
+    "CoOp/vit_b16_few_shot_ep100.yaml": (32, 100, 0.002, 16, ""),
+    "CoOp/vit_b16_few_shot_ep50.yaml": (32, 50, 0.002, 16, ""),
+    "CoCoOp/vit_b16_base2new.yaml": (1, 10, 0.002, 4, "a photo of a"),
+    "CoCoOp/vit_b16_few_shot.yaml": (1, 10, 0.002, 4, "a photo of a"),
+    "KgCoOp/vit_b16_base2new.yaml": (128, 100, 0.002, 4, "a photo of a"),
+    "KgCoOp/vit_b16_few_shot.yaml": (128, 100, 0.002, 4, "a photo of a"),
+}
+
+
+def test_every_config_file_loads_and_the_reference_ones_hold_the_published_values(tmp_path):
+    import train
+
+    files = sorted(glob.glob(os.path.join(REPO, "configs", "trainers", "*CoOp", "*.yaml")))
+    assert {os.path.relpath(f, os.path.join(REPO, "configs", "trainers")) for f in files} >= set(PUBLISHED)
+    for path in files:
+        trainer = os.path.basename(os.path.dirname(path))
+        cfg = train.setup_cfg(train.parse_args(["--root", str(tmp_path), "--trainer", trainer, "--config-file", path,
+                                                "--dataset-config-file", "configs/datasets/synthetic.yaml"]))
+        c = cfg.TRAINER[TRAINERS[trainer]]
+        name = os.path.relpath(path, os.path.join(REPO, "configs", "trainers"))
+        if name.endswith("demo.yaml"):
+            assert c.PREC == "fp32" and cfg.DATALOADER.NUM_WORKERS == 0
+            continue
+        batch, epochs, lr, n_ctx, init = PUBLISHED[name]
+        assert (cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.LR) == (batch, epochs, lr), name
+        context = (c.N_CTX, c.CTX_INIT, c.CSC, c.CLASS_TOKEN_POSITION)
+        assert (cfg.OPTIM.NAME, cfg.OPTIM.LR_SCHEDULER, *context) == ("sgd", "cosine", n_ctx, init, False, "end"), name
+        assert c.PREC == "fp16", name
+        if trainer == "KgCoOp":
+            assert c.WEIGHT == 4.0, name  # the release's 8.0 on (1 - cos)

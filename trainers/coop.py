@@ -1,0 +1,92 @@
+"""CoOp as a Dassl trainer (the model is ``llamp.baselines.coop``), and what CoCoOp and KgCoOp share with it."""
+from __future__ import annotations
+
+import yaml
+from dassl.engine import TRAINER_REGISTRY
+from yacs.config import CfgNode as CN
+
+from llamp.baselines.coop import CoOp as CoOpModel
+from llamp.baselines.coop import CoOpConfig
+from llamp.clip_loading import LoadedCLIP
+from llamp.errors import ConfigError
+
+from .base import PRECISIONS
+from .checkpoint import load_checkpoint
+from .config import config_defaults
+from .prompt_trainer import PromptLearningTrainer
+
+
+def context_config_node() -> CN:
+    """The keys of a learned context, shared by TRAINER.COOP, TRAINER.COCOOP and TRAINER.KGCOOP."""
+    c = CN()
+    c.PREC = "fp32"  # fp32 | fp16 (frozen CLIP in fp16, autocast) | bf16 | amp (fp32 weights, autocast)
+    c.N_CTX = 16  # number of learned context tokens (ignored when CTX_INIT is given: its token count is used)
+    c.CTX_INIT = ""  # words whose embeddings initialise the context, e.g. "a photo of a"; empty: random
+    c.CSC = False  # class-specific context: one context per class (cannot be used for other classes)
+    c.CLASS_TOKEN_POSITION = "end"  # where the class name goes: end | middle | front
+    return c
+
+
+@config_defaults
+def add_coop_config(cfg: CN) -> None:
+    cfg.TRAINER.COOP = context_config_node()
+
+
+def context_fields(c: CN) -> dict:
+    """CoOpConfig fields from a node made by ``context_config_node``."""
+    return dict(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, class_specific=c.CSC,
+                class_token_position=c.CLASS_TOKEN_POSITION)
+
+
+class ContextTrainer(PromptLearningTrainer):
+    """What the CoOp-family trainers add to the shared loop: early config checks, and
+    refusing class-specific contexts learned for other classes."""
+
+    @property
+    def key_prefix(self) -> str:
+        return f"TRAINER.{self.config_node}"
+
+    def check_cfg(self, cfg):
+        prec = cfg.TRAINER[self.config_node].PREC
+        if prec not in PRECISIONS:
+            raise ConfigError(f"{self.key_prefix}.PREC must be one of {PRECISIONS}, got {prec!r}")
+
+    def describe(self, model: CoOpModel) -> None:
+        p = model.prompts
+        init = self.trainer_cfg.CTX_INIT.strip() or "random"
+        print(f"{type(self).__name__}: {p.n_ctx} context tokens (init: {init}), "
+              f"{'class-specific' if p.class_specific else 'unified'} context, class token at the "
+              f"{p.class_token_position}, {p.num_classes} classes")
+
+    def restore_state(self, name, state, path):
+        if self.trainer_cfg.CSC:
+            self.check_checkpoint_classes(path)
+        super().restore_state(name, state, path)
+
+    def check_checkpoint_classes(self, path: str) -> None:
+        """A class-specific context belongs to the classes it was trained on: refuse any others."""
+        saved = load_checkpoint(path).get("config")
+        if not saved:
+            return  # no record of the training classes: the shape check in restore_state still applies
+        trained = (yaml.safe_load(saved) or {}).get("DATASET", {})
+        theirs = (trained.get("NAME"), trained.get("SUBSAMPLE_CLASSES"))
+        ours = (self.cfg.DATASET.NAME, self.cfg.DATASET.SUBSAMPLE_CLASSES)
+        if theirs != ours:
+            raise ConfigError(
+                f"{self.key_prefix}.CSC is True: {path} holds one context per class of {theirs[0]} "
+                f"(SUBSAMPLE_CLASSES {theirs[1]}), which cannot be used for the classes of {ours[0]} "
+                f"(SUBSAMPLE_CLASSES {ours[1]}); class-specific contexts do not transfer to other classes. "
+                f"Evaluate on the training classes, or train with {self.key_prefix}.CSC False")
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(ContextTrainer):
+    """CoOp: learned context words, cross-entropy only."""
+
+    config_node = "COOP"
+
+    def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> CoOpModel:
+        config = CoOpConfig(**context_fields(self.trainer_cfg), key_prefix=self.key_prefix)
+        model = CoOpModel(clip.model, clip.tokenizer, classnames, config)
+        self.describe(model)
+        return model
