@@ -1,0 +1,208 @@
+"""PromptSRC — Self-regulating Prompts (Khattak et al., ICCV 2023).
+
+What is learned (independent vision-language prompting, "IVLP"):
+  * text: ``ctx`` ``[n_ctx_text, text_width]``, the first words of
+    "a photo of a {class}." (initialised from their embeddings), and
+    ``deep_text`` ``[depth_text - 1, n_ctx_text, text_width]`` replacing those
+    positions before text layers ``1 .. depth_text - 1``;
+  * vision: ``visual_prompts`` ``[depth_vision, n_ctx_vision, vision_width]``,
+    appended after the patch tokens and replaced before vision layers
+    ``1 .. depth_vision - 1``. Unlike MaPLe, nothing ties the two towers.
+
+Self-regulation keeps the prompted model close to frozen CLIP (which is the
+same towers called without prompts, so it never drifts):
+  * ``text_l1``: L1 between the normalised prompted class features and frozen
+    CLIP's class features averaged over several hand-written templates
+    (textual diversity: mean of the raw features over templates, normalised);
+  * ``image_l1``: L1 between normalised prompted and frozen image features;
+  * ``kl``: KL(frozen logits || prompted logits) per element, the frozen logits
+    being frozen image features against the template-averaged text features.
+This is the same objective as LLaMP's (which took these terms from PromptSRC),
+so ``llamp.model.compute_losses`` computes it. Weights per the paper: text 25,
+image 10, logits 1.
+
+Gaussian prompt aggregation (GPA): the prompts at the end of epoch ``e``
+(1-based) get weight ``N(e; mean, std)``, normalised over the epochs 1..E; the
+model used for the final checkpoint and evaluation holds the weighted sum.
+``GaussianPromptAggregation`` keeps that running sum; the trainer feeds it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPModel, CLIPTokenizer
+
+from ..clip_tokenizer import CONTEXT_LENGTH
+from ..errors import ConfigError
+from ..model import LLaMPConfig, compute_losses
+from ..prompted_clip import PromptedTextEncoder, PromptedVisionEncoder, replace_positions
+from ..templates import class_prompt_name
+from .maple import PROMPT_INIT_STD, check_depth, class_sentences
+
+
+@dataclass
+class PromptSRCConfig:
+    """PromptSRC's hyper-parameters (the trainer fills these from cfg.TRAINER.PROMPTSRC)."""
+
+    n_ctx_text: int = 4
+    n_ctx_vision: int = 4
+    ctx_init: str = "a photo of a"  # empty: random text context, sentence "X X X X {class}."
+    prompt_depth_text: int = 9
+    prompt_depth_vision: int = 9  # 0: no vision prompts
+    text_loss_weight: float = 25.0
+    image_loss_weight: float = 10.0
+    kl_loss_weight: float = 1.0
+
+
+class PromptSRCPromptLearner(nn.Module):
+    """Frozen CLIP with independent deep text and vision prompts, regulated by frozen CLIP itself."""
+
+    def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, classnames: list[str], templates: list[str],
+                 config: PromptSRCConfig):
+        super().__init__()
+        if not templates:
+            raise ConfigError("PromptSRC needs at least one hand-written template for its text targets")
+        self.config = config
+        clip.requires_grad_(False)
+        self.text_encoder = PromptedTextEncoder(clip)
+        self.vision_encoder = PromptedVisionEncoder(clip)
+        check_depth(config.prompt_depth_text, len(self.text_encoder.layers), "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT")
+        if config.prompt_depth_vision != 0:
+            check_depth(config.prompt_depth_vision, len(self.vision_encoder.layers),
+                        "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION (0 for none)")
+            if config.n_ctx_vision < 1:
+                raise ConfigError(f"TRAINER.PROMPTSRC.N_CTX_VISION must be >= 1, got {config.n_ctx_vision}")
+        text_width, vision_width = self.text_encoder.width, self.vision_encoder.width
+
+        sentences = class_sentences(self.text_encoder, tokenizer, classnames, config.n_ctx_text, config.ctx_init,
+                                    "TRAINER.PROMPTSRC.N_CTX_TEXT", "TRAINER.PROMPTSRC.CTX_INIT")
+        self.ctx = nn.Parameter(sentences.context_init)  # [n_ctx_text, text_width]
+        self.deep_text = nn.Parameter(torch.empty(config.prompt_depth_text - 1, config.n_ctx_text, text_width)
+                                      .normal_(std=PROMPT_INIT_STD))
+        self.visual_prompts = nn.Parameter(torch.empty(config.prompt_depth_vision, config.n_ctx_vision, vision_width)
+                                           .normal_(std=PROMPT_INIT_STD))
+
+        self.classnames = list(classnames)
+        self.templates = list(templates)
+        self.register_buffer("input_ids", sentences.input_ids, persistent=False)
+        self.register_buffer("eos_positions", sentences.eos_positions, persistent=False)
+        self.register_buffer("context_positions", sentences.context_positions, persistent=False)
+        self.register_buffer("logit_scale", clip.logit_scale.detach().float().exp().reshape(()), persistent=False)
+        # [C, embed], normalised: computed once, before any precision cast
+        self.register_buffer("frozen_text_features", frozen_text_features(clip, tokenizer, classnames, templates),
+                             persistent=False)
+
+    # ---- features --------------------------------------------------------
+    def text_features(self) -> torch.Tensor:
+        """Prompted class features ``[C, embed]`` (not normalised)."""
+        n_cls = self.input_ids.shape[0]
+        prompts = [p.unsqueeze(0).expand(n_cls, -1, -1) for p in (self.ctx, *self.deep_text)]  # [C, n_ctx, width]
+        embeds = self.text_encoder.token_embedding(self.input_ids)  # [C, 77, width]
+        embeds = replace_positions(embeds, self.context_positions, prompts[0])
+        injections = {d: [(self.context_positions, prompts[d])] for d in range(1, len(prompts))}
+        return self.text_encoder(embeds, self.eos_positions, injections)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Prompted image features ``[batch, embed]`` (not normalised)."""
+        return self.vision_encoder(images, list(self.visual_prompts))
+
+    @torch.no_grad()
+    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen CLIP's image features ``[batch, embed]``: the same tower without prompts."""
+        return self.vision_encoder(images)
+
+    # ---- the two calls the trainer makes ----------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[batch, C]`` of the prompted model."""
+        text = F.normalize(self.text_features().float(), dim=-1)
+        image = F.normalize(self.image_features(images).float(), dim=-1)
+        return self.logit_scale * image @ text.t()
+
+    def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``ce``, ``text_l1``, ``image_l1`` and ``kl`` (weighted), and the prompted logits ``[batch, C]``."""
+        text = F.normalize(self.text_features().float(), dim=-1)
+        image = F.normalize(self.image_features(images).float(), dim=-1)
+        frozen_image = F.normalize(self.frozen_image_features(images).float(), dim=-1)
+        weights = LLaMPConfig(text_l1_weight=self.config.text_loss_weight,
+                              image_l1_weight=self.config.image_loss_weight, kl_weight=self.config.kl_loss_weight)
+        return compute_losses(text, image, frozen_image, self.frozen_text_features, labels, self.logit_scale,
+                              weights)
+
+
+@torch.no_grad()
+def frozen_text_features(clip: CLIPModel, tokenizer: CLIPTokenizer, classnames: list[str],
+                         templates: list[str]) -> torch.Tensor:
+    """Frozen CLIP's class features ``[C, embed]``: raw features averaged over templates, then normalised."""
+    names = [class_prompt_name(c) for c in classnames]
+    device = clip.logit_scale.device
+    per_template = []
+    for template in templates:
+        ids = tokenizer([template.format(n) for n in names], padding="max_length", truncation=True,
+                        max_length=CONTEXT_LENGTH, return_tensors="pt").input_ids.to(device)
+        per_template.append(clip.get_text_features(input_ids=ids).pooler_output.float())
+    return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+
+# ---- Gaussian prompt aggregation ------------------------------------------
+def gpa_weights(mean: float, std: float, epochs: int) -> list[float]:
+    """Weight of epoch ``e`` = 1..``epochs``: the Gaussian density N(e; mean, std), normalised to sum to 1."""
+    if not std > 0:
+        raise ConfigError(f"TRAINER.PROMPTSRC.GPA_STD must be > 0, got {std}")
+    if epochs < 1:
+        raise ConfigError(f"OPTIM.MAX_EPOCH must be >= 1 for prompt aggregation, got {epochs}")
+    exponents = [-0.5 * ((e - mean) / std) ** 2 for e in range(1, epochs + 1)]
+    top = max(exponents)  # shift before exp so that far-off means do not underflow to all zeros
+    raw = [math.exp(x - top) for x in exponents]
+    return [r / sum(raw) for r in raw]
+
+
+class GaussianPromptAggregation:
+    """Running Gaussian-weighted sum of per-epoch prompt tensors.
+
+    ``add(epoch, tensors)`` after each epoch (0-based, as Dassl counts);
+    ``aggregate()`` gives the weighted mean over the epochs added so far (the
+    weights renormalised over them: all epochs added gives the paper's GPA).
+    """
+
+    def __init__(self, weights: list[float]):
+        self.weights = list(weights)
+        self.sums: dict[str, torch.Tensor] = {}
+        self.epochs: list[int] = []
+
+    @classmethod
+    def from_config(cls, mean: float, std: float, epochs: int) -> "GaussianPromptAggregation":
+        return cls(gpa_weights(mean, std, epochs))
+
+    @property
+    def complete(self) -> bool:
+        return sorted(self.epochs) == list(range(len(self.weights)))
+
+    def add(self, epoch: int, tensors: dict[str, torch.Tensor]) -> None:
+        if not 0 <= epoch < len(self.weights):
+            raise ValueError(f"epoch {epoch} outside the {len(self.weights)} aggregated epochs")
+        if epoch in self.epochs:
+            raise ValueError(f"epoch {epoch} was already aggregated")
+        w = self.weights[epoch]
+        for name, t in tensors.items():
+            term = w * t.detach().float()
+            self.sums[name] = term if name not in self.sums else self.sums[name] + term
+        self.epochs.append(epoch)
+
+    def aggregate(self) -> dict[str, torch.Tensor]:
+        if not self.epochs:
+            raise ValueError("no epoch aggregated yet")
+        total = sum(self.weights[e] for e in self.epochs)
+        return {name: s / total for name, s in self.sums.items()}
+
+    # ---- for resuming a run ------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"epochs": torch.tensor(self.epochs, dtype=torch.long),
+                **{f"sum.{name}": s.cpu() for name, s in self.sums.items()}}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.epochs = [int(e) for e in state["epochs"]]
+        self.sums = {k[len("sum."):]: v for k, v in state.items() if k.startswith("sum.")}

@@ -1,0 +1,118 @@
+"""PromptSRC as a Dassl trainer: the model lives in ``llamp.baselines.promptsrc``; this file adds
+the config and Gaussian prompt aggregation (GPA) over epochs through Dassl's epoch hooks."""
+from __future__ import annotations
+
+import os
+
+import torch
+from dassl.engine import TRAINER_REGISTRY
+from torch import nn
+from yacs.config import CfgNode as CN
+
+from llamp.atomic_files import write_atomic
+from llamp.baselines.promptsrc import (GaussianPromptAggregation, PromptSRCConfig, PromptSRCPromptLearner,
+                                       gpa_weights)
+from llamp.clip_loading import LoadedCLIP
+from llamp.errors import ConfigError
+from llamp.templates import zero_shot_templates
+
+from .base import PRECISIONS
+from .checkpoint import load_checkpoint
+from .config import config_defaults
+from .prompt_trainer import PromptLearningTrainer
+
+
+@config_defaults
+def add_promptsrc_config(cfg: CN) -> None:
+    # Key names and types as in the PromptSRC release (integer weights and GPA
+    # parameters), so its YAML files merge unchanged.
+    c = cfg.TRAINER.PROMPTSRC = CN()
+    c.PREC = "fp32"  # fp32 | fp16 | bf16 | amp (the reference configs use fp16, as the release)
+    c.N_CTX_TEXT = 4
+    c.N_CTX_VISION = 4
+    c.CTX_INIT = "a photo of a"  # its first N_CTX_TEXT words initialise the text context; "" = random
+    c.PROMPT_DEPTH_TEXT = 9  # text layers with prompts (>= 1)
+    c.PROMPT_DEPTH_VISION = 9  # vision layers with prompts (0 = none)
+    c.TEXT_LOSS_WEIGHT = 25  # L1 to frozen CLIP's template-averaged text features
+    c.IMAGE_LOSS_WEIGHT = 10  # L1 to frozen CLIP's image features
+    c.KL_LOSS_WEIGHT = 1.0  # KL(frozen logits || prompted logits); 1 in the paper (no key in the release)
+    # GPA: epoch e (1-based) weighs N(e; GPA_MEAN, GPA_STD), normalised over 1..OPTIM.MAX_EPOCH.
+    c.GPA_MEAN = 15
+    c.GPA_STD = 1
+
+
+def gpa_state_file(folder: str, epoch: int) -> str:
+    """The aggregation state saved next to an intermediate checkpoint (for --resume)."""
+    return os.path.join(folder, f"gpa.pth.tar-{epoch}")
+
+
+@TRAINER_REGISTRY.register()
+class PromptSRC(PromptLearningTrainer):
+    """PromptSRC: independent deep text/vision prompts, self-regulated by frozen CLIP, aggregated over epochs."""
+
+    config_node = "PROMPTSRC"
+
+    def check_cfg(self, cfg):
+        c = cfg.TRAINER.PROMPTSRC
+        if c.PREC not in PRECISIONS:
+            raise ConfigError(f"TRAINER.PROMPTSRC.PREC must be one of {PRECISIONS}, got {c.PREC!r}")
+        gpa_weights(c.GPA_MEAN, c.GPA_STD, cfg.OPTIM.MAX_EPOCH)  # a bad GPA_STD fails before any loading
+
+    def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> nn.Module:
+        c = self.trainer_cfg
+        config = PromptSRCConfig(
+            n_ctx_text=c.N_CTX_TEXT, n_ctx_vision=c.N_CTX_VISION, ctx_init=c.CTX_INIT,
+            prompt_depth_text=c.PROMPT_DEPTH_TEXT, prompt_depth_vision=c.PROMPT_DEPTH_VISION,
+            text_loss_weight=c.TEXT_LOSS_WEIGHT, image_loss_weight=c.IMAGE_LOSS_WEIGHT,
+            kl_loss_weight=c.KL_LOSS_WEIGHT)
+        templates = zero_shot_templates(self.cfg.DATASET.NAME, ensemble=True)
+        print(f"PromptSRC: text targets from frozen CLIP averaged over {len(templates)} templates")
+        return PromptSRCPromptLearner(clip.model, clip.tokenizer, classnames, templates, config)
+
+    def build_model(self):
+        super().build_model()
+        c = self.trainer_cfg
+        self.gpa = GaussianPromptAggregation.from_config(c.GPA_MEAN, c.GPA_STD, self.max_epoch)
+        print("PromptSRC: GPA weights per epoch " + " ".join(f"{w:.3f}" for w in self.gpa.weights))
+
+    # ---- Gaussian prompt aggregation ---------------------------------------
+    def prompt_tensors(self) -> dict[str, torch.Tensor]:
+        """The learned prompts now (every trainable tensor of the model)."""
+        return {k: p.detach() for k, p in self.model.named_parameters() if p.requires_grad}
+
+    def after_epoch(self):
+        self.gpa.add(self.epoch, self.prompt_tensors())
+        if self.epoch + 1 == self.max_epoch:
+            # Before Dassl's hook saves the last-epoch checkpoint and after_train tests:
+            # both then see the aggregated prompts.
+            self.use_aggregated_prompts()
+        super().after_epoch()
+
+    @torch.no_grad()
+    def use_aggregated_prompts(self) -> None:
+        if not self.gpa.complete:
+            print(f"PromptSRC: GPA over epochs {[e + 1 for e in sorted(self.gpa.epochs)]} only "
+                  "(weights renormalised over them)")
+        print("PromptSRC: the model now holds the Gaussian-weighted prompts (GPA) for saving and evaluation")
+        params = dict(self.model.named_parameters())
+        for name, value in self.gpa.aggregate().items():
+            params[name].copy_(value)
+
+    # ---- resuming: the running aggregate travels next to intermediate checkpoints ----
+    def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        super().save_model(epoch, directory, is_best, val_result, model_name)
+        if not model_name and epoch + 1 < self.max_epoch and self.gpa.epochs:
+            state = self.gpa.state_dict()
+            write_atomic(gpa_state_file(os.path.join(directory, self.model_name), epoch + 1),
+                         lambda tmp: torch.save(state, tmp))
+
+    def resume_model_if_exist(self, directory):
+        start = super().resume_model_if_exist(directory)
+        if 0 < start < self.max_epoch:
+            path = gpa_state_file(os.path.join(directory, self.model_name), start)
+            if os.path.isfile(path):
+                self.gpa.load_state_dict(load_checkpoint(path))
+            else:
+                print(f"PromptSRC: no aggregation state at {path}: GPA covers epochs {start + 1}.."
+                      f"{self.max_epoch} only")
+        return start
