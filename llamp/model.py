@@ -175,8 +175,9 @@ class LLaMP(nn.Module):
         text = F.normalize(self.text_features(keys, values, cache_mask).float(), dim=-1)
         image = F.normalize(self.image_features(images).float(), dim=-1)
         teacher = F.normalize(self.teacher_image_features(images).float(), dim=-1)
+        c = self.config
         return compute_losses(text, image, teacher, F.normalize(targets.float(), dim=-1), labels,
-                              self.scale().float(), self.config)
+                              self.scale().float(), c.text_l1_weight, c.image_l1_weight, c.kl_weight)
 
     # ---- inference -------------------------------------------------------
     def class_probabilities(self, images: torch.Tensor, text_per_template: torch.Tensor) -> torch.Tensor:
@@ -192,17 +193,20 @@ class LLaMP(nn.Module):
 
 
 def compute_losses(text: torch.Tensor, image: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
-                   labels: torch.Tensor, scale: torch.Tensor,
-                   config: LLaMPConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """LLaMP's objective from normalised features: text/targets ``[C, e]``, image/teacher ``[B, e]``."""
+                   labels: torch.Tensor, scale: torch.Tensor, text_l1_weight: float, image_l1_weight: float,
+                   kl_weight: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """CE + self-regulating terms from normalised features: text/targets ``[C, e]``, image/teacher ``[B, e]``.
+
+    The objective of LLaMP (which takes the regulating terms from PromptSRC, whose objective it also is).
+    """
     logits = scale * image @ text.t()  # [B, C]
     teacher_logits = scale * teacher @ targets.t()  # frozen image features against the targets
     kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
                   reduction="sum", log_target=True) / logits.numel()  # per element, as in the release
     losses = {
         "ce": F.cross_entropy(logits, labels),
-        "text_l1": config.text_l1_weight * F.l1_loss(text, targets),
-        "image_l1": config.image_l1_weight * F.l1_loss(image, teacher),
-        "kl": config.kl_weight * kl,
+        "text_l1": text_l1_weight * F.l1_loss(text, targets),
+        "image_l1": image_l1_weight * F.l1_loss(image, teacher),
+        "kl": kl_weight * kl,
     }
     return losses, logits

@@ -125,8 +125,7 @@ def test_loss_terms_match_a_direct_computation():
     text, targets = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)
     image, teacher = F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(3, 8), dim=-1)
     labels, scale = torch.tensor([0, 4, 2]), torch.tensor(100.0)
-    config = LLaMPConfig(text_l1_weight=25.0, image_l1_weight=10.0, kl_weight=2.5)
-    losses, logits = compute_losses(text, image, teacher, targets, labels, scale, config)
+    losses, logits = compute_losses(text, image, teacher, targets, labels, scale, 25.0, 10.0, 2.5)
 
     student = [[100.0 * float(image[b] @ text[c]) for c in range(5)] for b in range(3)]
     teach = [[100.0 * float(teacher[b] @ targets[c]) for c in range(5)] for b in range(3)]

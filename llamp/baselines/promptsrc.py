@@ -38,7 +38,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from ..clip_tokenizer import CONTEXT_LENGTH
 from ..errors import ConfigError
-from ..model import LLaMPConfig, compute_losses
+from ..model import compute_losses
 from ..prompted_clip import PromptedTextEncoder, PromptedVisionEncoder, replace_positions
 from ..templates import class_prompt_name
 from .maple import PROMPT_INIT_STD, check_depth, class_sentences
@@ -127,10 +127,9 @@ class PromptSRCPromptLearner(nn.Module):
         text = F.normalize(self.text_features().float(), dim=-1)
         image = F.normalize(self.image_features(images).float(), dim=-1)
         frozen_image = F.normalize(self.frozen_image_features(images).float(), dim=-1)
-        weights = LLaMPConfig(text_l1_weight=self.config.text_loss_weight,
-                              image_l1_weight=self.config.image_loss_weight, kl_weight=self.config.kl_loss_weight)
+        c = self.config
         return compute_losses(text, image, frozen_image, self.frozen_text_features, labels, self.logit_scale,
-                              weights)
+                              c.text_loss_weight, c.image_loss_weight, c.kl_loss_weight)
 
 
 @torch.no_grad()
