@@ -172,3 +172,21 @@ def test_bad_inputs_are_caught_before_training(tiny_models, synthetic_cache, tmp
     assert "NUM_DECODER_LAYERS" in fails("TRAINER.LLAMP.NUM_DECODER_LAYERS", "3")
     assert "32-d" in fails("MODEL.BACKBONE.PATH", other_clip)
     assert "LLM_PATH" in fails("TRAINER.LLAMP.LLM_PATH", str(tmp_path / "no_llm"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "amp"])
+def test_half_precision_steps_and_evaluates(tiny_models, synthetic_cache, tmp_path, precision):
+    """bf16: frozen weights in bf16 (trained tensors stay fp32); amp: fp32 weights. Both under bf16 autocast."""
+    trainer = in_process_trainer(tiny_models, synthetic_cache, tmp_path, 1, "TRAINER.LLAMP.PREC", precision)
+    frozen = {p.dtype for p in trainer.model.parameters() if not p.requires_grad}
+    assert frozen == ({torch.bfloat16} if precision == "bf16" else {torch.float32})
+    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+    trainer.num_batches, trainer.batch_idx = 10, 0
+    before = trainer.model.decoder.tokens.detach().clone()
+    summary = trainer.forward_backward(next(iter(trainer.train_loader_x)))
+    assert all(torch.isfinite(torch.tensor(v)) for v in summary.values())
+    assert not torch.equal(before, trainer.model.decoder.tokens)
+    trainer.set_model_mode("eval")
+    trainer.eval_text_features = trainer.template_text_features()
+    probs = trainer.model_inference(next(iter(trainer.test_loader))["img"][:4])
+    assert torch.allclose(probs.float().sum(-1), torch.ones(4), atol=1e-2)
