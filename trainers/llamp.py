@@ -188,7 +188,8 @@ class LLaMP(ClipTrainer):
 
     def test(self, split=None):
         if not is_main_process():
-            return None  # only rank 0 evaluates
+            # only rank 0 evaluates; -inf never counts as a new best (TEST.FINAL_MODEL best_val)
+            return float("-inf")
         self.eval_text_features = self.template_text_features()
         try:
             return super().test(split)
