@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, PretrainedConfig
 
+from . import knowledge_cache
 from .errors import ConfigError, MissingFileError
 
 LLM_PATH_KEY = "TRAINER.LLAMP.LLM_PATH"
@@ -27,18 +28,11 @@ def resolve_llm_folder(path: str) -> str:
     """A local folder for ``path``: the folder itself, or a hub name from the local cache only."""
     if not path:
         raise ConfigError(f"{LLM_PATH_KEY} is empty: set it to the LLM's Hugging Face folder")
-    expanded = os.path.expanduser(path)
-    if os.path.isdir(expanded):
-        return expanded
-    if path.count("/") == 1 and not path.startswith((".", "/", "~")):
-        from huggingface_hub import snapshot_download
-
-        try:
-            return snapshot_download(path, local_files_only=True)
-        except Exception:
-            pass
-    raise MissingFileError(f"{LLM_PATH_KEY} {path!r} is not a folder, nor a hub name in the local "
-                           "Hugging Face cache (no download is attempted)")
+    try:  # one resolution for the whole project: where the LLM's config.json is
+        _, config_path = knowledge_cache.read_llm_config(path)
+    except MissingFileError as e:
+        raise MissingFileError(f"{LLM_PATH_KEY}: {e}") from None
+    return os.path.dirname(config_path)
 
 
 def read_llm_config(folder: str) -> PretrainedConfig:
