@@ -1,10 +1,18 @@
 """The LLaMP model: LLM-decoded prompts in a deep-prompted CLIP, and its four-term loss.
 
 Per class, M learned tokens are decoded by the LLM's last layers over that
-class's knowledge cache (``llm_decoder``), projected into CLIP's text width
-for each of the first D text layers, and placed right before the end-of-text
-token; 4 learned context tokens follow the start token. The vision tower gets
-learned prompt tokens and LoRA. CLIP's own weights stay frozen.
+class's knowledge cache (``llm_decoder``) and projected into CLIP's text width
+for each of the first D text layers. The class prompt is laid out as in the
+authors' release (DESIGN.md §2), position ids written out:
+
+    token     <SOT>  ctx_1 .. ctx_4  name_1 .. name_n  llm_1 .. llm_M  <EOT>
+    position    0    (carried)       5 .. 4+n          (none)          5+n
+
+The 4 context vectors carry their own position embeddings (initialised as
+token + position embedding of "a photo of a"); the LLM prompts have none; the
+end-of-text token keeps the position it has in "a photo of a {c}". Features
+are read at <EOT>. The vision tower gets learned prompt tokens and LoRA.
+CLIP's own weights stay frozen.
 """
 from __future__ import annotations
 
@@ -23,8 +31,9 @@ from .prompted_clip import (PromptedTextEncoder, PromptedVisionEncoder, add_visi
                             replace_positions)
 from .templates import class_prompt_name
 
-MAX_LOGIT_SCALE = math.log(100.0)
-SLOT_TOKEN = "x"  # placeholder for the LLM prompt slots; its embedding is always replaced
+INIT_LOGIT_SCALE = math.log(100.0)
+# The release clamps the logit-scale parameter itself to [0, 4.605] (scale <= 99.98) before every forward.
+MAX_LOGIT_SCALE = 4.605
 
 
 @dataclass
@@ -58,9 +67,18 @@ class LLaMPConfig:
 
 
 def _kaiming(*shape: int) -> nn.Parameter:
+    """Kaiming-uniform (a = sqrt 5) over the whole tensor: fan-in ``shape[1] * prod(shape[2:])``."""
     p = nn.Parameter(torch.empty(*shape))
-    if p.numel():  # e.g. no deep context when PROMPT_DEPTH is 1
+    if p.numel():  # e.g. no visual prompts when VISUAL_PROMPT_DEPTH is 0
         nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+    return p
+
+
+def _kaiming_per_layer(layers: int, tokens: int, width: int) -> nn.Parameter:
+    """``[layers, tokens, width]``, each layer initialised on its own (fan-in ``width``), as the release does."""
+    p = nn.Parameter(torch.empty(layers, tokens, width))
+    for layer in p.data:
+        nn.init.kaiming_uniform_(layer, a=math.sqrt(5))
     return p
 
 
@@ -91,14 +109,16 @@ class LLaMP(nn.Module):
                                         train_final_norm=config.train_final_norm)
         # One projection LLM hidden -> CLIP text width per prompted layer, plus a per-token bias.
         self.projections = nn.ModuleList(nn.Linear(llm_hidden, width, bias=False) for _ in range(depth))
-        self.projection_bias = _kaiming(depth, m, width)
+        self.projection_bias = _kaiming_per_layer(depth, m, width)
 
         context_ids = tokenizer(config.context_init, add_special_tokens=False).input_ids
         self.num_context = len(context_ids)
-        with torch.no_grad():
-            init = self.text_encoder.token_embedding(torch.tensor(context_ids))
-        self.context = nn.Parameter(init.clone())  # [n_ctx, width]
-        self.deep_context = _kaiming(depth - 1, self.num_context, width)
+        with torch.no_grad():  # token + position embeddings of the init words at positions 1..n_ctx
+            embeddings = self.text_encoder.embeddings
+            init = (embeddings.token_embedding(torch.tensor(context_ids))
+                    + embeddings.position_embedding(torch.arange(1, 1 + self.num_context)))
+        self.context = nn.Parameter(init.clone())  # [n_ctx, width], positions included
+        self.deep_context = _kaiming_per_layer(depth - 1, self.num_context, width)
 
         vision_width = self.vision_encoder.width
         self.visual_prompts = _kaiming(config.visual_prompt_depth, config.num_visual_prompts, vision_width)
@@ -106,29 +126,42 @@ class LLaMP(nn.Module):
             add_vision_lora(clip, config.lora_layers, config.lora_rank, config.lora_alpha, config.lora_dropout)
         clip.visual_projection.requires_grad_(config.train_visual_projection)
         # shape [1], not a 0-d scalar: DeepSpeed broadcasts parameters as byte views
-        self.logit_scale = nn.Parameter(torch.tensor([MAX_LOGIT_SCALE]))
+        self.logit_scale = nn.Parameter(torch.tensor([INIT_LOGIT_SCALE]))
 
         self._set_classnames(tokenizer, classnames)
 
     # ---- class prompts ---------------------------------------------------
     def _set_classnames(self, tokenizer: CLIPTokenizer, classnames: list[str]) -> None:
-        """Token ids of "<context> <class>. <M slots>" per class, and where context, slots and EOS sit."""
-        m = self.config.num_llm_tokens
-        texts = [f"{self.config.context_init} {class_prompt_name(c)}." + f" {SLOT_TOKEN}" * m for c in classnames]
-        lengths = [len(ids) for ids in tokenizer(texts).input_ids]
-        too_long = [c for c, n in zip(classnames, lengths) if n > CONTEXT_LENGTH]
+        """Token ids, position ids and slot indices of the release's layout (module docstring) per class.
+
+        Only as many positions as the longest class needs are kept: the tower is
+        causal and read at <EOT>, so what follows a class's <EOT> cannot reach it.
+        """
+        m, n_ctx = self.config.num_llm_tokens, self.num_context
+        texts = [f"{self.config.context_init} {class_prompt_name(c)}" for c in classnames]
+        natural = tokenizer(texts).input_ids  # <SOT> context name <EOT>, at their natural positions
+        too_long = [c for c, ids in zip(classnames, natural) if len(ids) + m > CONTEXT_LENGTH]
         if too_long:
             raise ConfigError(f"class names too long for CLIP's {CONTEXT_LENGTH} tokens with {m} LLM prompt "
-                              f"slots: {too_long[:3]}")
-        ids = tokenizer(texts, padding="max_length", max_length=CONTEXT_LENGTH,
-                        return_tensors="pt").input_ids  # [C, 77]
-        eos = (ids == tokenizer.eos_token_id).int().argmax(-1)
+                              f"slots (TRAINER.LLAMP.NUM_LLM_TOKENS): {too_long[:3]}")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        seq = max(len(ids) for ids in natural) + m
+        rows, positions, slots, eos = [], [], [], []
+        for ids in natural:
+            body = len(ids) - 1  # <SOT>, context and name: everything before <EOT>
+            # the slots' own ids and position ids never count: their vectors are replaced after positions
+            row = ids[:-1] + [pad] * m + ids[-1:]
+            rows.append(row + [pad] * (seq - len(row)))
+            positions.append(list(range(body)) + [0] * m + [body] + [0] * (seq - len(row)))
+            slots.append(list(range(body, body + m)))
+            eos.append(body + m)
         self.classnames = list(classnames)
-        self.register_buffer("input_ids", ids, persistent=False)
-        self.register_buffer("eos_positions", eos, persistent=False)
-        self.register_buffer("slot_positions", eos[:, None] - m + torch.arange(m), persistent=False)
-        ctx = torch.arange(1, 1 + self.num_context).expand(len(classnames), -1)
-        self.register_buffer("context_positions", ctx.contiguous(), persistent=False)
+        self.register_buffer("input_ids", torch.tensor(rows), persistent=False)  # [C, seq]
+        self.register_buffer("position_ids", torch.tensor(positions), persistent=False)  # [C, seq]
+        self.register_buffer("eos_positions", torch.tensor(eos), persistent=False)  # [C]
+        self.register_buffer("slot_positions", torch.tensor(slots), persistent=False)  # [C, M]
+        ctx = torch.arange(1, 1 + n_ctx).expand(len(classnames), -1)
+        self.register_buffer("context_positions", ctx.contiguous(), persistent=False)  # [C, n_ctx]
 
     # ---- features --------------------------------------------------------
     def text_features(self, keys: list[torch.Tensor], values: list[torch.Tensor],
@@ -138,16 +171,14 @@ class LLaMP(nn.Module):
         n_cls = decoded.shape[0]
         dtype = self.projection_bias.dtype
         prompts = [proj(decoded.to(dtype)) + self.projection_bias[d] for d, proj in enumerate(self.projections)]
-        context = self.context.unsqueeze(0).expand(n_cls, -1, -1)
-        embeds = self.text_encoder.token_embedding(self.input_ids)  # [C, 77, width]
-        embeds = replace_positions(embeds, self.context_positions, context)
-        embeds = replace_positions(embeds, self.slot_positions, prompts[0])
-        injections = {
-            d: [(self.context_positions, self.deep_context[d - 1].unsqueeze(0).expand(n_cls, -1, -1)),
+        contexts = [self.context, *self.deep_context]  # per layer, each [n_ctx, width]
+        injections = {  # layer 0 included: these replace the tokens after position embeddings are added
+            d: [(self.context_positions, contexts[d].unsqueeze(0).expand(n_cls, -1, -1)),
                 (self.slot_positions, prompts[d])]
-            for d in range(1, self.config.prompt_depth)
+            for d in range(self.config.prompt_depth)
         }
-        return self.text_encoder(embeds, self.eos_positions, injections)
+        embeds = self.text_encoder.token_embedding(self.input_ids)  # [C, seq, width]
+        return self.text_encoder(embeds, self.eos_positions, injections, self.position_ids)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Tuned image features ``[batch, embed]`` (visual prompts and LoRA)."""
@@ -162,7 +193,15 @@ class LLaMP(nn.Module):
             return self.vision_encoder(images)
 
     def scale(self) -> torch.Tensor:
-        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+        """exp of the logit-scale parameter, after clamping the parameter itself to [0, MAX_LOGIT_SCALE].
+
+        Clamping the stored value (not just the value used) keeps the parameter
+        where its gradient is alive: a parameter left above the ceiling would
+        get zero gradient there and never come back.
+        """
+        with torch.no_grad():
+            self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+        return self.logit_scale.exp()
 
     # ---- training --------------------------------------------------------
     def losses(self, images: torch.Tensor, labels: torch.Tensor, keys: list[torch.Tensor],
@@ -172,12 +211,13 @@ class LLaMP(nn.Module):
 
         ``targets``: the distillation text targets ``[C, embed]`` of the model's classes.
         """
+        scale = self.scale().float()  # clamps the parameter first, as the release does before each forward
         text = F.normalize(self.text_features(keys, values, cache_mask).float(), dim=-1)
         image = F.normalize(self.image_features(images).float(), dim=-1)
         teacher = F.normalize(self.teacher_image_features(images).float(), dim=-1)
         c = self.config
         return compute_losses(text, image, teacher, F.normalize(targets.float(), dim=-1), labels,
-                              self.scale().float(), c.text_l1_weight, c.image_l1_weight, c.kl_weight)
+                              scale, c.text_l1_weight, c.image_l1_weight, c.kl_weight)
 
     # ---- inference -------------------------------------------------------
     def class_probabilities(self, images: torch.Tensor, text_per_template: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,12 @@
 """CLIP's two towers with explicit prompt injection points.
 
 One implementation serves every prompt-learning method here. The text tower
-takes token embeddings in which some positions already hold learned vectors,
-and at chosen layers replaces chosen positions with new vectors (deep
-prompting, MaPLe-style). The vision tower appends learned tokens after the
+takes token embeddings (in which some positions may already hold learned
+vectors), adds the position embeddings of explicit per-token position ids, and
+at chosen layers, layer 0 included, replaces chosen positions with new vectors
+(deep prompting, MaPLe-style). A method thus chooses per token whether a
+learned vector gets a position embedding added (put it in the token
+embeddings) or carries its own (inject it at layer 0). The vision tower appends learned tokens after the
 patch tokens and replaces them at chosen layers (VPT-style). The CLIP weights
 themselves are used as they are: these modules hold references, not copies.
 """
@@ -51,19 +54,22 @@ class PromptedTextEncoder(nn.Module):
         return self.embeddings.token_embedding(input_ids)
 
     def forward(self, token_embeds: torch.Tensor, eos_positions: torch.Tensor,
-                injections: dict[int, Sequence[Injection]] | None = None) -> torch.Tensor:
+                injections: dict[int, Sequence[Injection]] | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Projected features ``[batch, embed]`` read at ``eos_positions``.
 
-        ``token_embeds``: ``[batch, seq, width]`` layer-0 inputs (learned vectors
-        already in place; position embeddings are added here). ``injections[i]``:
-        replacements applied to the hidden states entering layer ``i >= 1``.
+        ``token_embeds``: ``[batch, seq, width]`` layer-0 token embeddings, to which
+        the position embeddings of ``position_ids`` (``[seq]`` or ``[batch, seq]``;
+        default ``0 .. seq-1``) are added here. ``injections[i]``: replacements
+        applied to the hidden states entering layer ``i``; at layer 0 they come
+        after the position embeddings, so a replacing vector carries whatever
+        position information it has itself (none, or its own).
         """
         injections = injections or {}
-        if 0 in injections:
-            raise ValueError("put layer-0 prompts into token_embeds; injections start at layer 1")
         seq = token_embeds.shape[1]
-        positions = self.embeddings.position_ids[:, :seq]
-        hidden = token_embeds + self.embeddings.position_embedding(positions)  # [batch, seq, width]
+        if position_ids is None:
+            position_ids = self.embeddings.position_ids[:, :seq]
+        hidden = token_embeds + self.embeddings.position_embedding(position_ids)  # [batch, seq, width]
         mask = causal_mask(seq, hidden.dtype, hidden.device)
         for i, layer in enumerate(self.layers):
             for index, vectors in injections.get(i, ()):

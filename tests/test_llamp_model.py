@@ -26,11 +26,11 @@ def class_kv(llm_path, classnames):
     return [cache.layers[last].keys], [cache.layers[last].values], batch.attention_mask
 
 
-def build(tiny_models, seed=0, **overrides):
+def build(tiny_models, seed=0, classnames=CLASSNAMES, **overrides):
     torch.manual_seed(seed)
     clip = load_clip("ViT-B/16", tiny_models["clip"])
     tail = load_decoder_tail(tiny_models["llm"], 1)
-    return clip, LLaMP(clip.model, clip.tokenizer, tail, CLASSNAMES, LLaMPConfig(**{**SMALL, **overrides}))
+    return clip, LLaMP(clip.model, clip.tokenizer, tail, classnames, LLaMPConfig(**{**SMALL, **overrides}))
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +38,73 @@ def kv(tiny_models):
     return class_kv(tiny_models["llm"], CLASSNAMES)
 
 
-def test_text_prompts_equal_to_token_embeddings_give_stock_clip(tiny_models, kv):
-    """Context = "a photo of a" embeddings, LLM slots = the slot token's embedding, depth 1: stock CLIP."""
-    clip, model = build(tiny_models, prompt_depth=1)
-    slot_id = clip.tokenizer("x", add_special_tokens=False).input_ids[0]
-    slot_embedding = model.text_encoder.token_embedding(torch.tensor([slot_id]))  # [1, width]
+# Names that tokenise to different lengths, so the layout's per-class positions are exercised.
+RELEASE_CLASSNAMES = ["cat", "red_circle", "banded gecko lizard", "ring-tailed lemur of madagascar"]
+
+
+def release_text_features(clip, model, decoded):
+    """The release's class text features, built by hand from CLIP's own modules (DESIGN.md §2).
+
+    Per class: <SOT> (token + position 0); the learned context as it is (its
+    positions are inside it); the name tokens with their natural positions; the
+    M layer-0 LLM prompts without positions; <EOT> with its position in
+    "a photo of a {c}". Then CLIP's layers with the deep context and LLM
+    prompts replacing those tokens, final norm and projection at <EOT>.
+    """
+    text = clip.model.text_model
+    token, position = text.embeddings.token_embedding, text.embeddings.position_embedding
+    depth = model.config.prompt_depth
+    prompts = [model.projections[d](decoded) + model.projection_bias[d] for d in range(depth)]  # [C, M, w]
+    contexts = [model.context, *model.deep_context]
+    features = []
+    for c, name in enumerate(RELEASE_CLASSNAMES):
+        ids = clip.tokenizer("a photo of a " + name.replace("_", " ")).input_ids  # <SOT> a photo of a name <EOT>
+        n_name = len(ids) - 6
+        sot = token(torch.tensor(ids[:1])) + position(torch.tensor([0]))
+        name_tokens = token(torch.tensor(ids[5:-1])) + position(torch.arange(5, 5 + n_name))
+        eot = token(torch.tensor(ids[-1:])) + position(torch.tensor([len(ids) - 1]))
+        hidden = torch.cat([sot, contexts[0], name_tokens, prompts[0][c], eot])[None]  # [1, seq, width]
+        seq = hidden.shape[1]
+        mask = torch.full((seq, seq), float("-inf")).triu(1)[None, None]
+        for i, layer in enumerate(text.encoder.layers):
+            if 0 < i < depth:
+                m = prompts[i].shape[1]
+                hidden = torch.cat([hidden[:, :1], contexts[i][None], hidden[:, 5:5 + n_name],
+                                    prompts[i][c][None], hidden[:, -1:]], dim=1)
+                assert hidden.shape[1] == 6 + n_name + m
+            hidden = layer(hidden, mask)
+        features.append(clip.model.text_projection(text.final_layer_norm(hidden[0, -1])))
+    return torch.stack(features)
+
+
+def test_text_features_follow_the_release_layout(tiny_models):
+    clip, model = build(tiny_models, seed=3, prompt_depth=2, classnames=RELEASE_CLASSNAMES)
+    model.eval()
+    lengths = {len(clip.tokenizer(n.replace("_", " "), add_special_tokens=False).input_ids)
+               for n in RELEASE_CLASSNAMES}
+    assert len(lengths) >= 3  # names of different token lengths
+    with torch.no_grad():  # move every learned tensor off its init, so nothing matches by accident
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+        keys, values, mask = class_kv(tiny_models["llm"], RELEASE_CLASSNAMES)
+        decoded = model.decoder(keys, values, mask)  # [C, M, hidden]
+        expected = release_text_features(clip, model, decoded)
+        ours = model.text_features(keys, values, mask)
+    assert (ours - expected).abs().max() < 1e-5
+    # the tower runs over the longest class's layout only, not CLIP's 77 tokens
+    longest = max(len(clip.tokenizer("a photo of a " + n.replace("_", " ")).input_ids) for n in RELEASE_CLASSNAMES)
+    assert model.input_ids.shape[1] == longest + model.config.num_llm_tokens < 77
+
+
+def test_context_starts_as_the_init_words_with_their_positions(tiny_models):
+    """At init, <SOT> + context equal stock CLIP's first five layer-0 vectors of "a photo of a ..."."""
+    clip, model = build(tiny_models)
+    embeddings = clip.model.text_model.embeddings
+    ids = clip.tokenize(["a photo of a cat"])
     with torch.no_grad():
-        model.projections[0].weight.zero_()
-        model.projection_bias[0].copy_(slot_embedding.expand(model.config.num_llm_tokens, -1))
-        ours = model.text_features(*kv)
-        texts = [f"a photo of a {c}." + " x" * model.config.num_llm_tokens for c in CLASSNAMES]
-        stock = clip.model.get_text_features(input_ids=clip.tokenize(texts)).pooler_output
-    assert (ours - stock).abs().max() < 1e-5
+        stock = embeddings(input_ids=ids)[0, 1:5]  # token + position embeddings at positions 1..4
+    assert torch.equal(model.context.detach(), stock)
 
 
 def test_deep_injection_of_the_stock_hidden_states_changes_nothing(tiny_models):
@@ -165,3 +220,42 @@ def test_class_names_too_long_for_the_context_are_refused(tiny_models):
     tail = load_decoder_tail(tiny_models["llm"], 1)
     with pytest.raises(ConfigError, match="too long"):
         LLaMP(clip.model, clip.tokenizer, tail, ["word " * 70], LLaMPConfig(**SMALL))
+
+
+def test_logit_scale_parameter_is_clamped_and_comes_back(tiny_models):
+    """Pushed up for many steps, the parameter itself stays at the ceiling, so it can come down again."""
+    from llamp.model import MAX_LOGIT_SCALE
+
+    _, model = build(tiny_models)
+    optimizer = torch.optim.SGD([model.logit_scale], lr=1e-4)  # d scale / d param = scale: ~0.01 a step
+    seen = []
+    for step in range(60):
+        direction = -1.0 if step < 40 else 1.0  # first push the scale up, then pull it down
+        scale = model.scale()  # clamps the parameter before it is used, as every forward does
+        seen.append(model.logit_scale.item())
+        optimizer.zero_grad()
+        (direction * scale).sum().backward()
+        optimizer.step()
+    ceiling = torch.tensor(MAX_LOGIT_SCALE).item()  # 4.605 as the float32 parameter holds it
+    assert max(seen) <= ceiling
+    assert seen[39] == ceiling  # it reached the ceiling while pushed up ...  # it reached the ceiling while pushed up ...
+    assert seen[-1] < ceiling - 0.05  # ... and moved down as soon as the gradient reversed
+    assert MAX_LOGIT_SCALE == 4.605
+
+
+def test_prompt_initialisation_bounds(tiny_models):
+    """Kaiming-uniform (a = sqrt 5) bounds are 1/sqrt(fan-in): per layer for the text prompt tensors
+    (fan-in = text width), over the whole tensor for the LLM tokens and the visual prompts."""
+    _, model = build(tiny_models, num_llm_tokens=8, prompt_depth=2, num_visual_prompts=4, visual_prompt_depth=2)
+    width = model.text_encoder.width
+
+    def spans(tensor, bound):  # inside the bound, and filling most of it (so a smaller fan-in's bound is excluded)
+        return tensor.abs().max().item() <= bound and tensor.abs().max().item() > 0.9 * bound
+
+    for layer in model.projection_bias:  # [M, width] each
+        assert spans(layer, width ** -0.5)
+    for layer in model.deep_context:  # [4, width] each
+        assert spans(layer, width ** -0.5)
+    assert spans(model.decoder.tokens, model.decoder.tokens.shape[1] ** -0.5)  # [M, llm_hidden]
+    depth, n, vision_width = model.visual_prompts.shape
+    assert spans(model.visual_prompts, (n * vision_width) ** -0.5)  # one 3-D tensor, as in the release
