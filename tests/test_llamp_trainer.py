@@ -20,16 +20,46 @@ def llamp_args(tiny_models, data, out, *opts, subset="base", flags=()):
             "DATASET.SUBSAMPLE_CLASSES", subset, *TINY_RUN, *opts]
 
 
-def in_process_trainer(tiny_models, data, out, seed=1, *opts):
+def in_process_trainer(tiny_models, data, out, seed=1, *opts, config="demo"):
     """A Dassl trainer built by train.py's own config code, in this process."""
     from dassl.engine import build_trainer
     from dassl.utils import set_random_seed
 
     import train
 
-    cfg = train.setup_cfg(train.parse_args(llamp_args(tiny_models, data, out, *opts)))
+    args = llamp_args(tiny_models, data, out, *opts)
+    args[args.index("configs/trainers/LLaMP/demo.yaml")] = f"configs/trainers/LLaMP/{config}.yaml"
+    cfg = train.setup_cfg(train.parse_args(args))
     set_random_seed(seed)
     return build_trainer(cfg)
+
+
+def test_reference_schedule_through_the_trainer(tiny_models, synthetic_cache, tmp_path):
+    """base2new.yaml's schedule, read from the trainer's own optimiser as training steps it
+    (the values of the release: LR 2e-4 / LoRA 2e-5, 20 epochs)."""
+    trainer = in_process_trainer(
+        tiny_models, synthetic_cache, tmp_path, 1, "OPTIM.MAX_EPOCH", "20", "DATASET.NUM_SHOTS", "16",
+        "TRAINER.LLAMP.PROMPT_DEPTH", "2", "TRAINER.LLAMP.VISUAL_PROMPT_DEPTH", "2", "TRAINER.LLAMP.LORA_LAYERS", "[1]",
+        "TRAINER.LLAMP.NUM_LLM_TOKENS", "4", "TRAINER.LLAMP.PREC", "fp32", "TRAINER.LLAMP.DEEPSPEED", "False",
+        "DATALOADER.NUM_WORKERS", "0", config="base2new")
+    batches = len(trainer.train_loader_x)
+    assert batches == 6 * 16 // 4  # 6 base classes x 16 shots, batch 4: 24, so floor(24 / 10) = 2
+    trainer.num_batches = batches
+    lrs = []  # [epoch][iteration] -> (main, lora)
+    for _ in range(20):
+        epoch = []
+        for trainer.batch_idx in range(batches):
+            epoch.append(tuple(group["lr"] for group in trainer.optim.param_groups))
+            trainer.optim.step()  # (no gradients: only keeps torch's step-order check quiet)
+            trainer.advance_lr_schedule()
+        lrs.append(epoch)
+    assert len(lrs[0][0]) == 2  # the main group and LoRA
+    assert lrs[0][:2] == [(1e-5, 5e-6)] * 2  # epoch 0: its first tenth at the floors ...
+    assert lrs[0][2:] == [(2e-4, 2e-5)] * (batches - 2)  # ... the rest at the base rates
+    expected = {1: (1.988e-4, 1.988e-5), 11: (8.44e-5, 8.44e-6), 17: (1.09e-5, 5e-6), 19: (1e-5, 5e-6)}
+    for e, (main, lora) in expected.items():
+        assert all(lr == lrs[e][0] for lr in lrs[e])  # constant within an epoch after epoch 0
+        assert lrs[e][0] == (pytest.approx(main, rel=1e-3), pytest.approx(lora, rel=1e-3)), e
 
 
 def test_base_training_then_new_classes_through_train_py(tiny_models, synthetic_cache, tmp_path):

@@ -63,3 +63,38 @@ def test_scheduler_state_loads_without_unpickling():
 def test_unknown_scheduler_names_the_key():
     with pytest.raises(ConfigError, match="OPTIM.LR_SCHEDULER"):
         lrs_per_epoch(optim_cfg(LR_SCHEDULER="exponential"))
+
+
+def llamp_cosine_lrs(cfg, batches, base_lrs=(2e-4, 2e-5)):
+    """Per-iteration learning rates of the llamp_cosine schedule: [epoch][iteration] -> per group."""
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in base_lrs]
+    optimizer = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, base_lrs)])
+    scheduler = build_lr_scheduler(optimizer, cfg, batches_per_epoch=batches)
+    history = []
+    for _ in range(cfg.MAX_EPOCH):
+        epoch = []
+        for _ in range(batches):
+            epoch.append([g["lr"] for g in optimizer.param_groups])
+            optimizer.step()
+            scheduler.step()
+        history.append(epoch)
+    return history
+
+
+def test_llamp_cosine_period_is_at_least_min_period():
+    """ImageNet's 10 epochs under MIN_PERIOD 20 end half-way down the cosine; MIN_PERIOD 0 runs it to the end."""
+    half_way = llamp_cosine_lrs(optim_cfg(LR_SCHEDULER="llamp_cosine", LR=2e-4, MAX_EPOCH=10, WARMUP_EPOCH=0, MIN_LR=1e-5),
+                                batches=5)
+    assert half_way[9][0][0] == pytest.approx(2e-4 * 0.5 * (1 + math.cos(math.pi * 9 / 20)))
+    cfg = optim_cfg(LR_SCHEDULER="llamp_cosine", LR=2e-4, MAX_EPOCH=10, WARMUP_EPOCH=0, MIN_LR=1e-5)
+    cfg.LLAMP_COSINE.MIN_PERIOD = 0
+    full = llamp_cosine_lrs(cfg, batches=5)
+    assert full[9][0][0] == pytest.approx(max(1e-5, 2e-4 * 0.5 * (1 + math.cos(math.pi * 9 / 10))))
+    assert full[0][0] == [2e-4, 2e-5]  # 5 batches: floor(5 / 10) = 0 iterations at the floor
+    twelve = llamp_cosine_lrs(cfg, batches=12)
+    assert twelve[0][0] == [1e-5, 5e-6] and twelve[0][1] == [2e-4, 2e-5]  # floor(12 / 10) = 1
+
+
+def test_llamp_cosine_refuses_a_dassl_warmup():
+    with pytest.raises(ConfigError, match="OPTIM.WARMUP_EPOCH"):
+        llamp_cosine_lrs(optim_cfg(LR_SCHEDULER="llamp_cosine", MAX_EPOCH=2, WARMUP_EPOCH=1), batches=4)

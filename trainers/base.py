@@ -19,7 +19,7 @@ from llamp.errors import ConfigError
 
 from .checkpoint import BEST_NAME, epoch_file_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import is_main_process
-from .optim import build_lr_scheduler
+from .optim import build_lr_scheduler, steps_every_iteration
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
@@ -109,7 +109,13 @@ class ClipTrainer(TrainerX):
 
     # ---- optimisation ----------------------------------------------------
     def build_scheduler(self, optimizer: torch.optim.Optimizer):
-        return build_lr_scheduler(optimizer, self.cfg.OPTIM)
+        return build_lr_scheduler(optimizer, self.cfg.OPTIM, batches_per_epoch=len(self.train_loader_x))
+
+    def advance_lr_schedule(self) -> None:
+        """Call after each optimiser step: steps the schedule after every iteration
+        (OPTIM.LR_SCHEDULER llamp_cosine) or after an epoch's last batch (Dassl's convention)."""
+        if steps_every_iteration(self.cfg.OPTIM) or (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
 
     def init_writer(self, log_dir):
         if is_main_process():  # one tensorboard writer per run, not per rank

@@ -28,6 +28,13 @@ def add_shared_config(cfg: CN) -> None:
     cfg.MODEL.BACKBONE.PATH = ""
     # Floor of the cosine schedule (Dassl's cosine decays to 0).
     cfg.OPTIM.MIN_LR = 0.0
+    # LR_SCHEDULER "llamp_cosine", the LLaMP release's schedule (trainers/optim.py):
+    # per-group floor max(MIN_LR * group LR / LR, MIN_LR_ABSOLUTE); the first
+    # WARMUP_FRACTION of epoch 0 at the floor; cosine over max(MAX_EPOCH, MIN_PERIOD) epochs.
+    cfg.OPTIM.LLAMP_COSINE = CN()
+    cfg.OPTIM.LLAMP_COSINE.MIN_LR_ABSOLUTE = 5e-6
+    cfg.OPTIM.LLAMP_COSINE.WARMUP_FRACTION = 0.1
+    cfg.OPTIM.LLAMP_COSINE.MIN_PERIOD = 20
     vl_datasets.add_dataset_config(cfg)
 
 

@@ -131,3 +131,18 @@ class DeepSpeedRunner:
     def backward_and_step(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
         self.engine.step()  # clips gradients per the config, steps, zeroes gradients
+
+    def clamp_parameter_(self, param: torch.nn.Parameter, low: float, high: float) -> None:
+        """Clamp ``param`` and DeepSpeed's fp32 master copy of it.
+
+        ZeRO keeps its own fp32 copy of each trained tensor and writes it back
+        over the module's after every step: clamping the module's tensor alone
+        would be undone, and the copy would drift past the bound.
+        """
+        from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+
+        master = safe_get_full_fp32_param(param)
+        if master is not None:
+            safe_set_full_fp32_param(param, master.clamp(low, high))
+        with torch.no_grad():
+            param.clamp_(low, high)

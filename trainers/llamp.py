@@ -14,7 +14,7 @@ from llamp.errors import ConfigError
 from llamp.knowledge_cache import KnowledgeCache, default_cache_folder
 from llamp.llm_decoder import load_decoder_tail
 from llamp.model import LLaMP as LLaMPModel
-from llamp.model import LLaMPConfig
+from llamp.model import MAX_LOGIT_SCALE, LLaMPConfig
 
 from .base import ClipTrainer
 from .config import config_defaults
@@ -151,6 +151,8 @@ class LLaMP(ClipTrainer):
         images, labels = self.parse_batch_train(batch)
         template = random.randrange(self.cache.num_templates)  # one template's cache per step
         keys, values, mask = self.template_kv(template)
+        if self.deepspeed is not None:  # the model clamps its logit scale; under ZeRO the master copy too
+            self.deepspeed.clamp_parameter_(self.model.logit_scale, 0.0, MAX_LOGIT_SCALE)
         with self.autocast():
             losses, logits = self.model.losses(images, labels, keys, values, mask, self.targets)
         loss = sum(losses.values())
@@ -162,8 +164,7 @@ class LLaMP(ClipTrainer):
 
         summary = {"loss": loss.item(), **{k: v.item() for k, v in losses.items()},
                    "acc": compute_accuracy(logits, labels)[0].item()}
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
+        self.advance_lr_schedule()
         return summary
 
     def parse_batch_train(self, batch):

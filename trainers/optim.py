@@ -4,7 +4,11 @@ Dassl's own warm-up schedulers pass ``verbose`` positionally to torch's
 ``_LRScheduler`` (a TypeError since torch 2.2) and pickle a nested scheduler
 object into checkpoints (which ``torch.load(weights_only=True)`` refuses).
 This module gives the same schedules as one ``LambdaLR``: plain state, no
-nested objects. Like Dassl, it is stepped once per epoch.
+nested objects. Like Dassl, these are stepped once per epoch.
+
+``llamp_cosine`` is the LLaMP release's schedule, which needs the iteration
+within epoch 0: it is indexed by iteration and stepped after every one
+(``steps_every_iteration``).
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from yacs.config import CfgNode
 
 from llamp.errors import ConfigError
 
-SCHEDULERS = ("single_step", "multi_step", "cosine")
+SCHEDULERS = ("single_step", "multi_step", "cosine", "llamp_cosine")
+PER_ITERATION_SCHEDULERS = ("llamp_cosine",)
 WARMUP_TYPES = ("constant", "linear")
 
 
@@ -42,8 +47,38 @@ def lr_at_epoch(epoch: int, base_lr: float, optim_cfg: CfgNode) -> float:
     return base_lr * optim_cfg.GAMMA ** sum(t >= m for m in stepsize)  # multi_step
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg: CfgNode) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-epoch scheduler following ``lr_at_epoch`` for every parameter group."""
+def llamp_lr_at_iteration(iteration: int, batches: int, base_lr: float, optim_cfg: CfgNode) -> float:
+    """The LLaMP release's learning rate of a group with ``base_lr`` at ``iteration`` (0-based, global).
+
+    Floor: ``max(MIN_LR * base_lr / LR, LLAMP_COSINE.MIN_LR_ABSOLUTE)``, so the
+    main group (base OPTIM.LR) floors at MIN_LR and a slower group (LoRA)
+    proportionally lower, but not below the absolute floor. Epoch 0: its first
+    ``floor(batches * WARMUP_FRACTION)`` iterations at the floor, the rest at
+    ``base_lr``. Epoch e >= 1: ``max(floor, base_lr * (1 + cos(pi * e / P)) / 2)``
+    with ``P = max(MAX_EPOCH, LLAMP_COSINE.MIN_PERIOD)``: with fewer epochs than
+    MIN_PERIOD the cosine stops part-way down, as in the release.
+    """
+    c = optim_cfg.LLAMP_COSINE
+    floor = max(optim_cfg.MIN_LR * base_lr / optim_cfg.LR, c.MIN_LR_ABSOLUTE)
+    epoch, step = divmod(iteration, batches)
+    if epoch == 0:
+        at_floor = math.floor(batches * c.WARMUP_FRACTION + 1e-9)  # 1e-9: 0.1 * 30 must give 3
+        return floor if step < at_floor else base_lr
+    period = max(optim_cfg.MAX_EPOCH, c.MIN_PERIOD)
+    return max(floor, base_lr * 0.5 * (1 + math.cos(math.pi * epoch / period)))
+
+
+def steps_every_iteration(optim_cfg: CfgNode) -> bool:
+    """Whether the scheduler is stepped after every iteration (else once per epoch)."""
+    return optim_cfg.LR_SCHEDULER in PER_ITERATION_SCHEDULERS
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg: CfgNode,
+                       batches_per_epoch: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """A scheduler following ``lr_at_epoch`` (per epoch) or ``llamp_lr_at_iteration`` for every group.
+
+    ``batches_per_epoch`` is needed by the per-iteration schedule only.
+    """
     if optim_cfg.LR_SCHEDULER not in SCHEDULERS:
         raise ConfigError(f"OPTIM.LR_SCHEDULER must be one of {SCHEDULERS}, got {optim_cfg.LR_SCHEDULER!r}")
     if optim_cfg.WARMUP_EPOCH > 0 and optim_cfg.WARMUP_TYPE not in WARMUP_TYPES:
@@ -51,8 +86,18 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg: CfgNode) -> 
     if optim_cfg.LR_SCHEDULER == "multi_step" and not isinstance(optim_cfg.STEPSIZE, (list, tuple)):
         raise ConfigError("OPTIM.STEPSIZE must be a list of epochs for multi_step")
 
-    def multiplier(base_lr: float):
-        return lambda epoch: lr_at_epoch(epoch, base_lr, optim_cfg) / base_lr
+    if steps_every_iteration(optim_cfg):
+        if optim_cfg.WARMUP_EPOCH > 0:
+            raise ConfigError(f"OPTIM.WARMUP_EPOCH must be 0 with OPTIM.LR_SCHEDULER {optim_cfg.LR_SCHEDULER} "
+                              "(its warm-up is OPTIM.LLAMP_COSINE.WARMUP_FRACTION of epoch 0)")
+        if not batches_per_epoch:
+            raise ValueError("llamp_cosine needs the number of batches per epoch")
+
+        def multiplier(base_lr: float):
+            return lambda it: llamp_lr_at_iteration(it, batches_per_epoch, base_lr, optim_cfg) / base_lr
+    else:
+        def multiplier(base_lr: float):
+            return lambda epoch: lr_at_epoch(epoch, base_lr, optim_cfg) / base_lr
 
     lambdas = [multiplier(group["lr"]) for group in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

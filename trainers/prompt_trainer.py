@@ -51,8 +51,7 @@ class PromptLearningTrainer(ClipTrainer):
         if len(losses) > 1:
             summary.update({name: value.item() for name, value in losses.items()})
         summary["acc"] = compute_accuracy(logits.float(), labels)[0].item()
-        if (self.batch_idx + 1) == self.num_batches:
-            self.update_lr()
+        self.advance_lr_schedule()
         return summary
 
     @torch.no_grad()
