@@ -29,6 +29,7 @@ import trainers  # noqa: E402,F401  (registers the trainers)
 import vl_datasets  # noqa: E402,F401  (registers the datasets)
 from llamp.errors import ConfigError, MissingFileError  # noqa: E402
 from trainers.distributed import is_main_process  # noqa: E402
+from trainers.reproducibility import use_deterministic_algorithms  # noqa: E402
 
 
 def print_args(args, cfg):
@@ -106,8 +107,11 @@ def main(args):
     if is_main_process():  # under a multi-process launcher, only rank 0 writes log.txt
         setup_logger(cfg.OUTPUT_DIR)
 
-    if torch.cuda.is_available() and cfg.USE_CUDA:
+    if cfg.TRAIN.DETERMINISTIC:
+        use_deterministic_algorithms()
+    elif torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
+    if torch.cuda.is_available() and cfg.USE_CUDA:
         if "LOCAL_RANK" in os.environ:  # one device per process under deepspeed / torchrun
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
 

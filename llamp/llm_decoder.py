@@ -8,6 +8,7 @@ and Qwen chat models all work.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -140,6 +141,27 @@ def cache_attention_mask(cache_mask: torch.Tensor, num_new: int, dtype: torch.dt
     return torch.cat([cached, causal[None, None].expand(batch, 1, -1, -1)], dim=-1)
 
 
+CACHE_KEYWORDS = ("cache", "past_key_values", "past_key_value")  # newest first, as transformers renamed it
+
+
+def cache_keyword(layer: nn.Module) -> str:
+    """The keyword under which ``layer.forward`` declares its K/V cache in the installed transformers.
+
+    Decoder layers swallow unknown keywords (``**kwargs``): a cache passed under a
+    name the installed version does not declare is silently ignored, and the
+    learned tokens would attend to nothing cached. So the name is looked up.
+    """
+    declared = inspect.signature(layer.forward).parameters
+    for name in CACHE_KEYWORDS:
+        if name in declared:
+            return name
+    import transformers
+
+    raise ConfigError(f"{type(layer).__name__}.forward (transformers {transformers.__version__}) declares no cache "
+                      f"argument ({' / '.join(CACHE_KEYWORDS)}): this LLM's decoder layers cannot attend to a "
+                      "knowledge cache")
+
+
 class LLMPromptDecoder(nn.Module):
     """M learned tokens in LLM hidden space, decoded over each class's cached keys/values.
 
@@ -172,6 +194,7 @@ class LLMPromptDecoder(nn.Module):
                 if "norm" in name:
                     module.requires_grad_(train_layer_norms)
         self.norm.requires_grad_(train_final_norm)
+        self.cache_keywords = [cache_keyword(layer) for layer in self.layers]
 
     @property
     def num_tokens(self) -> int:
@@ -193,10 +216,10 @@ class LLMPromptDecoder(nn.Module):
         positions = lengths + torch.arange(m, device=hidden.device)  # [batch, M]
         position_embeddings = self.rotary_emb(hidden, positions)
         mask = cache_attention_mask(cache_mask, m, dtype)
-        for layer, k, v in zip(self.layers, keys, values):
+        for layer, keyword, k, v in zip(self.layers, self.cache_keywords, keys, values):
             # A fresh cache per call: update() appends in place.
             cache = DynamicCache()
             cache.update(k.to(dtype), v.to(dtype), layer.self_attn.layer_idx)
-            hidden = layer(hidden, attention_mask=mask, position_ids=positions, cache=cache,
-                           position_embeddings=position_embeddings)
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=position_embeddings,
+                           **{keyword: cache})
         return self.norm(hidden)

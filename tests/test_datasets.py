@@ -471,3 +471,12 @@ def test_corrupt_few_shot_cache_is_a_clear_error(tmp_path):
 def test_empty_root_names_the_key():
     with pytest.raises(ConfigError, match="DATASET.ROOT"):
         build("", "Synthetic")
+
+
+def test_few_shot_cache_with_empty_lists_is_a_clear_error(tmp_path):
+    ds_dir = write_pets(tmp_path)
+    cache = ds_dir / "split_fewshot" / "shot_2-seed_1.json"
+    cache.parent.mkdir()
+    cache.write_text('{"train": [], "val": []}')
+    with pytest.raises(ConfigError, match=r"shot_2-seed_1.json has an empty train and val list"):
+        build(tmp_path, "OxfordPets", shots=2)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from train_cli import accuracy, error_line, run_train, training_losses
+from train_cli import accuracy, error_line, free_port, run_train, single_process_launcher_env, training_losses
 
 TINY_RUN = ["DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1"]
 
@@ -134,8 +134,7 @@ def test_deepspeed_on_cpu_matches_plain_pytorch_and_runs_on_two_processes(tiny_m
     plain = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "plain"))
     assert "DeepSpeed on" not in plain.stdout
     single = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "ds1", "TRAINER.LLAMP.DEEPSPEED", "True"),
-                       env=dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                                MASTER_PORT="29561"))
+                       env=single_process_launcher_env())
     assert "DeepSpeed on cpu (rank 0 of 1)" in single.stdout
     ours, theirs = training_losses(single.stdout), training_losses(plain.stdout)
     assert len(ours["loss"]) == len(theirs["loss"]) == 6
@@ -145,7 +144,7 @@ def test_deepspeed_on_cpu_matches_plain_pytorch_and_runs_on_two_processes(tiny_m
 
     two = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "ds2", "TRAINER.LLAMP.DEEPSPEED", "True"),
                     launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                              "--master_port", "29562"))
+                              "--master_port", str(free_port())))
     assert "rank 0 of 2" in two.stdout and "rank 1 of 2" in two.stdout
     with open(tmp_path / "ds2" / "log.txt") as f:
         log = f.read()

@@ -101,3 +101,28 @@ def test_only_the_needed_tensors_are_read(tiny_models, tmp_path):
         load_decoder_tail(tiny_models["llm"], 3)
     with pytest.raises(MissingFileError, match="LLM_PATH"):
         load_decoder_tail(str(tmp_path / "nowhere"), 1)
+
+
+def test_the_cache_goes_under_the_name_the_installed_layer_declares(tiny_models):
+    """Decoder layers swallow unknown keywords, so a cache passed under a stale name would be ignored."""
+    import inspect
+
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from llamp.llm_decoder import cache_keyword
+
+    decoder = LLMPromptDecoder(load_decoder_tail(tiny_models["llm"], 1), 2)
+    assert decoder.cache_keywords == [cache_keyword(decoder.layers[0])]
+    assert decoder.cache_keywords[0] in inspect.signature(LlamaDecoderLayer.forward).parameters
+
+    class OlderLayer(torch.nn.Module):  # transformers 4.x spelled it past_key_value
+        def forward(self, hidden_states, attention_mask=None, past_key_value=None, **kwargs):
+            return hidden_states
+
+    class NoCacheLayer(torch.nn.Module):
+        def forward(self, hidden_states, **kwargs):
+            return hidden_states
+
+    assert cache_keyword(OlderLayer()) == "past_key_value"
+    with pytest.raises(ConfigError, match="declares no cache argument"):
+        cache_keyword(NoCacheLayer())

@@ -42,3 +42,17 @@ def training_losses(stdout):
                 if name not in ("time", "data"):
                     losses.setdefault(name, []).append(float(value))
     return losses
+
+
+def free_port():
+    """A TCP port nobody listens on now (for a launcher's MASTER_PORT)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_process_launcher_env():
+    """What a distributed launcher sets for a one-process run (DeepSpeed then runs on CPU with gloo)."""
+    return dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))

@@ -4,7 +4,10 @@
 * learning-rate schedules from ``trainers.optim`` (Dassl's break on torch >= 2.2);
 * checkpoints that hold the trainable parameters only, read with
   ``weights_only=True`` (Dassl's ``torch.load`` fails on current torch);
-* precision: fp32, fp16, bf16 weights, or amp (fp32 weights, autocast).
+* precision: fp32, fp16, bf16 weights, or amp (fp32 weights, autocast);
+* random streams derived from cfg.SEED (``trainers.reproducibility``): the same
+  run whether the few-shot sample was drawn or read, whatever the number of
+  loader workers, and resumed runs that continue exactly.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import contextlib
 import os
 
 import torch
+from dassl.data import DataManager
 from dassl.engine import TrainerX
 
 from llamp.clip_loading import LoadedCLIP, load_clip
@@ -20,6 +24,7 @@ from llamp.errors import ConfigError
 from .checkpoint import BEST_NAME, epoch_file_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import is_main_process
 from .optim import build_lr_scheduler, steps_every_iteration
+from .reproducibility import SeededAugmentation, derived_seed, seed_all
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
@@ -34,6 +39,29 @@ class ClipTrainer(TrainerX):
     @property
     def trainer_cfg(self):
         return self.cfg.TRAINER[self.config_node]
+
+    # ---- data and random streams -----------------------------------------
+    @property
+    def seeded(self) -> bool:
+        return self.cfg.SEED >= 0
+
+    def build_data_loader(self):
+        """Dassl's loaders, with per-image seeded augmentation; then the model's own seed."""
+        dm = DataManager(self.cfg, dataset_wrapper=SeededAugmentation)
+        self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
+        self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
+        self.num_classes, self.num_source_domains = dm.num_classes, dm.num_source_domains
+        self.lab2cname, self.dm = dm.lab2cname, dm
+        if self.seeded:
+            self.train_loader_x.dataset.seed = self.cfg.SEED
+            # build_model comes next: its initialisation no longer depends on whether
+            # the few-shot sample was just drawn (consuming the streams) or read
+            seed_all(derived_seed(self.cfg.SEED, "model"))
+
+    def before_epoch(self):
+        if self.seeded:
+            seed_all(derived_seed(self.cfg.SEED, "epoch", self.epoch))
+            self.train_loader_x.dataset.epoch = self.epoch
 
     # ---- precision -------------------------------------------------------
     @property

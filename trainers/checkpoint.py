@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from llamp.atomic_files import write_atomic
+from llamp.atomic_files import write_atomic, write_text_atomic
 from llamp.errors import ConfigError, MissingFileError
 
 LATEST_FILE = "checkpoint"
@@ -37,8 +37,7 @@ def save_checkpoint(state: dict, folder: str, file_name: str) -> str:
     path = os.path.join(folder, file_name)
     _torch_save_atomic(state, path)
     if file_name != BEST_NAME:
-        with open(os.path.join(folder, LATEST_FILE), "w") as f:
-            f.write(file_name + "\n")
+        write_text_atomic(os.path.join(folder, LATEST_FILE), file_name + "\n")
     print(f"Checkpoint saved to {path}")
     return path
 

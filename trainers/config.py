@@ -35,6 +35,9 @@ def add_shared_config(cfg: CN) -> None:
     cfg.OPTIM.LLAMP_COSINE.MIN_LR_ABSOLUTE = 5e-6
     cfg.OPTIM.LLAMP_COSINE.WARMUP_FRACTION = 0.1
     cfg.OPTIM.LLAMP_COSINE.MIN_PERIOD = 20
+    # CUDA: PyTorch's deterministic algorithms, for bit-identical reruns (slower; see
+    # trainers/reproducibility.py). On CPU runs with one seed are identical anyway.
+    cfg.TRAIN.DETERMINISTIC = False
     vl_datasets.add_dataset_config(cfg)
 
 

@@ -5,9 +5,11 @@ RANK / WORLD_SIZE / LOCAL_RANK. Every rank builds the same trainer and trains
 on its own shard of the data; only rank 0 writes the log, evaluates and saves.
 
 When is DeepSpeed used (``TRAINER.LLAMP.DEEPSPEED True``)?
-  * CUDA present: always, with the JSON config (ZeRO-2, bf16, clipping);
+  * CUDA present: always, with the JSON config (ZeRO-2, clipping); bf16 on
+    exactly when TRAINER.LLAMP.PREC is bf16, whatever the JSON says (PREC is
+    the one place precision is chosen);
   * no CUDA, started by a launcher (WORLD_SIZE set): on CPU with gloo, fp32
-    (bf16/fp16 switched off in the JSON) — useful to test the path;
+    (bf16/fp16 switched off) — useful to test the path;
   * no CUDA, plain ``python train.py``: not used; training runs in plain
     PyTorch on CPU, and a notice says so.
 """
@@ -93,9 +95,9 @@ def read_deepspeed_config(path: str, cfg: CfgNode, device: str) -> dict:
     micro = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
     config.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=1,
                   train_batch_size=micro * world_size(), gradient_clipping=float(cfg.TRAINER.LLAMP.GRAD_CLIP))
-    if device == "cpu":  # half precision on CPU: not what this path is for
-        config.setdefault("bf16", {})["enabled"] = False
-        config.setdefault("fp16", {})["enabled"] = False
+    # PREC decides (fp16 never: LLM activations overflow it); half precision on CPU is not what this path is for
+    config.setdefault("bf16", {})["enabled"] = device == "cuda" and cfg.TRAINER.LLAMP.PREC == "bf16"
+    config.setdefault("fp16", {})["enabled"] = False
     return config
 
 
@@ -131,6 +133,21 @@ class DeepSpeedRunner:
     def backward_and_step(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
         self.engine.step()  # clips gradients per the config, steps, zeroes gradients
+
+    def save_state(self, folder: str, tag: str) -> None:
+        """DeepSpeed's own checkpoint of the trained tensors, their fp32 masters and the optimiser
+        partitions (each rank writes its own), under ``folder/tag``. Call on every rank."""
+        self.engine.save_checkpoint(folder, tag=tag, save_latest=False, exclude_frozen_parameters=True)
+
+    def load_state(self, folder: str, tag: str) -> None:
+        """Restore what ``save_state`` wrote (same number of processes), or say that it is missing."""
+        if not os.path.isdir(os.path.join(folder, tag)):
+            print(f"Note: no DeepSpeed state at {os.path.join(folder, tag)}: resuming with the checkpoint's "
+                  "weights and schedule and a fresh optimiser state")
+            return
+        self.engine.load_checkpoint(folder, tag=tag, load_module_strict=False, load_optimizer_states=True,
+                                    load_lr_scheduler_states=False)
+        print(f"DeepSpeed: optimiser state and fp32 master weights restored from {os.path.join(folder, tag)}")
 
     def clamp_parameter_(self, param: torch.nn.Parameter, low: float, high: float) -> None:
         """Clamp ``param`` and DeepSpeed's fp32 master copy of it.

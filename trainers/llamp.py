@@ -1,6 +1,7 @@
 """LLaMP as a Dassl trainer: the model lives in ``llamp.model``; this file wires data, cache and optimiser."""
 from __future__ import annotations
 
+import os
 import random
 
 import torch
@@ -17,8 +18,9 @@ from llamp.model import LLaMP as LLaMPModel
 from llamp.model import MAX_LOGIT_SCALE, LLaMPConfig
 
 from .base import ClipTrainer
+from .checkpoint import epoch_file_name
 from .config import config_defaults
-from .distributed import DeepSpeedRunner, is_main_process, shard_train_loader
+from .distributed import DeepSpeedRunner, deepspeed_device, is_main_process, shard_train_loader, world_size
 
 
 
@@ -89,6 +91,10 @@ class LLaMP(ClipTrainer):
     def build_data_loader(self):
         super().build_data_loader()
         self.train_loader_x = shard_train_loader(self.train_loader_x, self.cfg)
+        per_process = self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+        processes = world_size() if deepspeed_device(self.cfg) else 1
+        print(f"Effective batch: {per_process} per process x {processes} process(es) = {per_process * processes} "
+              "images per optimiser step (DATALOADER.TRAIN_X.BATCH_SIZE is per process)")
 
     # ---- model -----------------------------------------------------------
     def open_cache(self, tail) -> KnowledgeCache:
@@ -127,7 +133,19 @@ class LLaMP(ClipTrainer):
         self.optim = build_optimizer(self.model, self.cfg.OPTIM, param_groups=self.param_groups())
         self.sched = self.build_scheduler(self.optim)
         self.register_model("llamp", self.model, self.optim, self.sched)
+        # The DeepSpeed engine is built in before_train, once a resume has restored the weights
+        # (ZeRO copies them into its own fp32 master partitions when it starts); --eval-only builds none.
+        self.deepspeed = None
+
+    def before_train(self):
+        super().before_train()  # Dassl's resume: weights, optimiser and schedule from our checkpoint
         self.deepspeed = DeepSpeedRunner.maybe_create(self.cfg, self.model, self.optim, self.device)
+        if self.deepspeed is not None and self.start_epoch > 0:
+            self.deepspeed.load_state(self.deepspeed_folder(self.cfg.RESUME or self.output_dir),
+                                      epoch_file_name(self.start_epoch))
+
+    def deepspeed_folder(self, directory: str) -> str:
+        return os.path.join(directory, "llamp", "deepspeed")
 
     def param_groups(self) -> list[dict]:
         slow, fast = [], []
@@ -204,11 +222,16 @@ class LLaMP(ClipTrainer):
 
     # ---- bookkeeping -----------------------------------------------------
     def before_epoch(self):
+        super().before_epoch()
         sampler = getattr(self.train_loader_x, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)  # a new shuffle per epoch on every rank
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
+        if self.deepspeed is not None and not model_name:
+            # every rank writes its optimiser partition (an epoch checkpoint is saved on every rank);
+            # before our checkpoint, whose pointer file then names an epoch whose state is complete
+            self.deepspeed.save_state(self.deepspeed_folder(directory), epoch_file_name(epoch + 1))
         if is_main_process():
             super().save_model(epoch, directory, is_best, val_result, model_name)
 
@@ -217,5 +240,5 @@ class LLaMP(ClipTrainer):
         return {k: v.float() for k, v in super().checkpoint_state(name).items()}
 
     def optimizer_state(self, name):
-        # DeepSpeed's optimiser state is partitioned across ranks: not saved (resume restores weights and schedule)
+        # under DeepSpeed the optimiser state is partitioned across ranks: each saves its own (save_model)
         return None if self.deepspeed is not None else super().optimizer_state(name)

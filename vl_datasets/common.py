@@ -192,6 +192,10 @@ def sample_few_shot(
     if os.path.isfile(cache):
         print(f"Reading the few-shot split from {cache}")
         lists = read_datum_lists(cache, dataset_dir, keys)
+        empty = [key for key in keys if not lists[key]]
+        if empty:  # (Dassl would fail later with a traceback far from the cause)
+            raise ConfigError(f"few-shot cache {cache} has an empty {' and '.join(empty)} list: delete it "
+                              "to sample again")
         return lists["train"], lists.get("val")
 
     train = dataset.generate_fewshot_dataset(train, num_shots=num_shots)
