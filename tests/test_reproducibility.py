@@ -130,8 +130,8 @@ def test_deepspeed_resume_continues_from_the_restored_state(tiny_models, fresh_r
     shutil.copytree(whole, resumed)
     kill_after(resumed, "LLaMP", 1)
     proc = run_train(*args(tiny_models, fresh_root, resumed, "LLaMP", *deepspeed), env=single_process_launcher_env())
-    assert "Resuming from epoch 1" in proc.stdout and "optimiser state and fp32 master weights restored" in proc.stdout
     assert_identical(final_weights(resumed, "LLaMP"), final_weights(whole, "LLaMP"))
+    assert "Resuming from epoch 1" in proc.stdout and "optimiser state and fp32 master weights restored" in proc.stdout
 
 
 def test_deepspeed_precision_follows_prec_and_eval_only_builds_no_engine(tiny_models, fresh_root, tmp_path):
