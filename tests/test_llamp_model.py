@@ -21,7 +21,8 @@ def class_kv(llm_path, classnames):
     batch = tokenizer([f"The {c} appears as a bright shape" for c in classnames], return_tensors="pt", padding=True)
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        cache = model(**batch, position_ids=positions, use_cache=True).cache
+        out = model(**batch, position_ids=positions, use_cache=True)
+    cache = out.cache if "cache" in out else out.past_key_values  # renamed during transformers 5.x
     last = model.config.num_hidden_layers - 1
     return [cache.layers[last].keys], [cache.layers[last].values], batch.attention_mask
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The LLM prompt decoder against the oldest transformers that requirements.txt allows.
+# Decoder layers swallow unknown keywords, and transformers renamed the cache argument
+# within 5.x (past_key_values -> cache): a wrong name is silently ignored. This runs the
+# decoder's tests (cached decode == full forward) in a virtual environment that shares
+# every package installed here except transformers, pinned to the floor.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+floor=$(sed -nE 's/^transformers>=([0-9.]+).*/\1/p' requirements.txt)
+venv=${FLOOR_VENV:-${TMPDIR:-/tmp}/llamp-transformers-$floor}
+[ -x "$venv/bin/python" ] || python -m venv --system-site-packages "$venv"
+"$venv/bin/python" -m pip install -q "transformers==$floor"
+installed=$("$venv/bin/python" -c 'import transformers; print(transformers.__version__)')
+echo "transformers floor: requirements say >=$floor, testing $installed"
+# (--system-site-packages: a failed install would silently test the newer transformers instead)
+"$venv/bin/python" -c "import sys; from packaging.version import Version as V; sys.exit(V('$installed') != V('$floor'))"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_llm_decoder.py tests/test_llamp_model.py
