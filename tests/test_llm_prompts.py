@@ -270,6 +270,8 @@ def test_chat_prompt_comes_from_the_tokenizer_template(llm):
                       "In one sentence, describe a red circle. [/INST] The red circle appears as")
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    # Like LLaMA-2's, the tiny tokenizer adds a BOS of its own: the rendered chat then starts with two.
+    assert tokenizer(prompt)["input_ids"] == [tokenizer.bos_token_id] + ids
 
     chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
               "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
