@@ -315,7 +315,7 @@ class CacheWriter:
     ``header`` holds the fields that describe the whole cache: ``dataset``,
     ``classnames``, ``query_templates``, ``llm`` (an :func:`llm_identity`),
     ``kept_layers``, ``dtype`` and any extra description of the build
-    (prompt wording, generation settings, the command). Files that an earlier
+    (``layout``, prompt wording and its file, generation settings, the command). Files that an earlier
     run finished stay listed; :meth:`template_done` says whether one can be
     kept (same inputs) or must be written again.
     """
@@ -330,6 +330,8 @@ class CacheWriter:
             self._check_same_cache(old, header)
         num_templates = len(header["query_templates"])
         old_templates = (old or {}).get("templates") or []
+        if old is not None and old.get("dtype") != header["dtype"]:
+            old_templates = []  # stored in another dtype: every file is rewritten, none may stay listed
         self.meta: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

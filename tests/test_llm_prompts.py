@@ -53,37 +53,58 @@ def llm(tiny_models):
     return model, AutoTokenizer.from_pretrained(tiny_models["llm"], local_files_only=True)
 
 
-def kv_text(tokenizer, record):
-    """The text whose keys/values must be cached, written out here from the record alone."""
+def cached_parts(tokenizer, record, layout):
+    """The real tokens whose keys/values must be cached, written out here from the record alone.
+
+    A list of parts: the cached row holds them in order, with padding before each (release: the
+    chat text + answer opening with the tokenizer's special tokens, then the ", "-joined noun
+    phrases with them; contiguous: one text, no special tokens added).
+    """
     messages = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "In one sentence, " + record["template"].format(record["class"])},
-                {"role": "assistant", "content": f"The {record['class']} appears as"}]
-    prompt = tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=False)
-    return prompt + (" " + ", ".join(record["noun_phrases"]) if record["noun_phrases"] else "")
+                {"role": "user", "content": "In one sentence, " + record["template"].format(record["class"])}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False) + f" The {record['class']} appears as"
+    if layout == "contiguous":
+        text = prompt + (" " + ", ".join(record["noun_phrases"]) if record["noun_phrases"] else "")
+        return [tokenizer(text, add_special_tokens=False)["input_ids"]]
+    assert layout == "release"
+    return [tokenizer(prompt)["input_ids"], tokenizer(", ".join(record["noun_phrases"]))["input_ids"]]
+
+
+def padded_like(mask_row, parts):
+    """True if the mask row is the parts in order, each after some (maybe no) padding: 0* 1{n1} 0* 1{n2} ..."""
+    row, at = mask_row.tolist(), 0
+    for part in parts:
+        while at < len(row) and row[at] == 0:
+            at += 1
+        if row[at:at + len(part)] != [1] * len(part):
+            return False
+        at += len(part)
+    return at == len(row)
 
 
 @torch.no_grad()
-def unpadded_kv(llm, text, layer):
-    model, tokenizer = llm
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    out = model.model(input_ids=ids, use_cache=True)
+def unpadded_kv(llm, ids, layer):
+    model, _ = llm
+    out = model.model(input_ids=torch.tensor([ids]), use_cache=True)  # no padding: positions 0 .. n-1
     cache = out["cache"] if "cache" in out else out["past_key_values"]
     return cache.layers[layer].keys[0], cache.layers[layer].values[0]  # [kv_heads, seq, head_dim]
 
 
 def check_against_forward(cache, llm, class_index, template, layer):
-    """Stored K/V of one class equal an unpadded forward; its padding is masked; return max |diff|."""
+    """Stored K/V of one class equal an unpadded forward of its real tokens; padding is masked
+    exactly where the layout puts it; return the number of padding slots."""
     record = read_descriptions(os.path.join(cache.folder, DESCRIPTIONS_FILE))[(cache.classnames[class_index], template)]
-    keys, values = unpadded_kv(llm, kv_text(llm[1], record), layer)
+    parts = cached_parts(llm[1], record, cache.layout)
+    keys, values = unpadded_kv(llm, [i for part in parts for i in part], layer)
     got = cache.kv(template, [class_index], trim=False)
     stored_keys, stored_values = got.layers[cache.layer_indices.index(layer)]
-    n, seq = keys.shape[1], got.mask.shape[1]
-    assert got.mask[0].tolist() == [0] * (seq - n) + [1] * n  # left padding, masked exactly there
-    assert torch.all(stored_keys[0, :, : seq - n] == 0)
-    diff = max((stored_keys[0, :, seq - n:] - keys).abs().max().item(),
-               (stored_values[0, :, seq - n:] - values).abs().max().item())
+    real = got.mask[0].bool()
+    assert padded_like(got.mask[0], parts)  # padding before each part, nowhere else
+    assert torch.all(stored_keys[0][:, ~real] == 0)
+    diff = max((stored_keys[0][:, real] - keys).abs().max().item(),
+               (stored_values[0][:, real] - values).abs().max().item())
     assert diff < 1e-5
-    return seq - n
+    return int((~real).sum())
 
 
 class Counter:
@@ -124,8 +145,11 @@ def test_build_writes_a_complete_cache(built, tiny_models):
 
 def test_cached_kv_equal_an_unpadded_forward(built, llm):
     cache = KnowledgeCache.open(built)
+    assert cache.layout == "release"
     pads = [check_against_forward(cache, llm, c, t, layer=1) for c, t in [(0, 0), (5, 3), (11, 10), (7, 6), (2, 9)]]
     assert max(pads) > 0  # some of them were padded: the check covered padding
+    masks = [cache.kv(t, [c], trim=False).mask[0] for c, t in [(0, 0), (5, 3), (11, 10), (7, 6), (2, 9)]]
+    assert any((m[int(m.argmax()):] == 0).any() for m in masks)  # ... and a gap between prompt and phrases
 
 
 def test_inspect_prints_a_summary(built, capsys):
@@ -137,7 +161,8 @@ def test_inspect_prints_a_summary(built, capsys):
 
 def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_models, data_root, monkeypatch, llm):
     out = str(tmp_path / "cache")
-    argv = build_argv(data_root, tiny_models, "--out", out, "--num-layers", "2", "--spacy-model", "none")
+    argv = build_argv(data_root, tiny_models, "--out", out, "--num-layers", "2", "--spacy-model", "none",
+                      "--layout", "contiguous")
     # First run: killed while extracting the keys/values of template 1 (template 0 is done).
     monkeypatch.setattr(kv, "extract_kv", Counter(kv.extract_kv, fail_on=2))
     with pytest.raises(RuntimeError, match="build killed"):
@@ -151,7 +176,7 @@ def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_
     monkeypatch.setattr(generation, "generate_answers", generate)
     monkeypatch.setattr(kv, "extract_kv", extract)
     assert main(argv) == 0
-    prompts = [p for args, _ in generate.calls for p in args[2]]
+    prompts = [p for args, _ in generate.calls for p in llm[1].batch_decode(args[2].input_ids, skip_special_tokens=True)]
     templates = query_templates("Synthetic")
     assert len(prompts) == 12 * (NUM_TEMPLATES - 2)  # templates 0 and 1 had their answers already
     assert not any(templates[t].format("red circle") in p for p in prompts for t in (0, 1))
@@ -160,7 +185,7 @@ def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_
     assert (again.st_ino, again.st_mtime_ns) == (finished.st_ino, finished.st_mtime_ns)
 
     cache = KnowledgeCache.open(out, num_layers=2)
-    assert cache.layer_indices == [0, 1]
+    assert cache.layer_indices == [0, 1] and cache.layout == "contiguous"
     for c, t in [(0, 0), (4, 1), (9, 7)]:
         for layer in (0, 1):
             check_against_forward(cache, llm, c, t, layer)
@@ -200,14 +225,16 @@ def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_
     assert record["noun_phrases"] == ["a bright blue wedge", "three sharp corners"]
     check_against_forward(after, llm, edited_class, 2, layer=1)
     for c in range(12):
-        new = after.kv(2, [c], trim=True)
+        # The release layout pads noun phrases to the template's longest: compare real tokens only.
+        new, old = after.kv(2, [c], trim=True), old_kv[c]
+        new_real, old_real = new.mask[0].bool(), old.mask[0].bool()
         if c == edited_class:
-            changed = new.mask.shape != old_kv[c].mask.shape
-            assert changed or not torch.allclose(new.layers[0][0], old_kv[c].layers[0][0])
+            changed = new_real.sum() != old_real.sum()
+            assert changed or not torch.allclose(new.layers[0][0][0][:, new_real], old.layers[0][0][0][:, old_real])
         else:
-            assert torch.equal(new.mask, old_kv[c].mask)
-            assert torch.allclose(new.layers[0][0], old_kv[c].layers[0][0], atol=1e-5)
-            assert torch.allclose(new.layers[0][1], old_kv[c].layers[0][1], atol=1e-5)
+            assert new_real.sum() == old_real.sum()
+            for new_t, old_t in zip(new.layers[0], old.layers[0]):
+                assert torch.allclose(new_t[0][:, new_real], old_t[0][:, old_real], atol=1e-5)
     for t in set(range(NUM_TEMPLATES)) - {2}:
         with open(os.path.join(out, kv_file_name(t)), "rb") as a, open(os.path.join(built, kv_file_name(t)), "rb") as b:
             assert a.read() == b.read()
