@@ -304,3 +304,16 @@ def test_rows_with_a_gap_keep_every_token(tmp_path, llm):
     del meta["layout"]
     (tmp_path / "gaps" / METADATA_FILE).write_text(json.dumps(meta))
     assert KnowledgeCache.open(str(tmp_path / "gaps")).layout == "contiguous"
+
+
+def test_writer_in_another_dtype_keeps_no_file_listed(cache_dir, llm):
+    """Files stored in float32 cannot stay listed in a bfloat16 cache: each one is rewritten."""
+    folder, _, _ = cache_dir
+    header = {"dataset": "Synthetic", "classnames": CLASSNAMES,
+              "query_templates": [f"question {t} about a {{}}." for t in range(3)],
+              "llm": llm_identity(llm), "kept_layers": [0, 1], "dtype": "float32"}
+    assert [e["index"] for e in CacheWriter(str(folder), header).meta["templates"]] == [0, 1, 2]
+    writer = CacheWriter(str(folder), {**header, "dtype": "bfloat16"})
+    assert writer.meta["templates"] == [] and not writer.template_done(0, "INPUTS-0")
+    cache = KnowledgeCache.open(str(folder), allow_incomplete=True)  # readable (inspect) while the build runs
+    assert cache.available_templates == [] and cache.dtype == torch.bfloat16

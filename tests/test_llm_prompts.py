@@ -6,6 +6,7 @@ without redoing finished templates; a hand edit of descriptions.jsonl reaches
 the cache (and only where it should); noun phrases with and without spaCy;
 the chat prompt comes from the tokenizer's template; user errors exit with 2.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from llm_prompts import generation, kv
 from llm_prompts.__main__ import main
 from llm_prompts.descriptions import read_descriptions
 from llm_prompts.noun_phrases import make_extractor, rule_noun_phrases
-from llm_prompts.queries import chat_prompt, query_templates
+from llm_prompts.queries import TEMPLATES_FILE, chat_prompt, query_templates
 
 SYNTHETIC_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "configs", "datasets", "synthetic.yaml")
@@ -61,7 +62,7 @@ def cached_parts(tokenizer, record, layout):
     phrases with them; contiguous: one text, no special tokens added).
     """
     messages = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "In one sentence, " + record["template"].format(record["class"])}]
+                {"role": "user", "content": record["question"]}]  # checked against the template by the tests
     prompt = tokenizer.apply_chat_template(messages, tokenize=False) + f" The {record['class']} appears as"
     if layout == "contiguous":
         text = prompt + (" " + ", ".join(record["noun_phrases"]) if record["noun_phrases"] else "")
@@ -224,6 +225,9 @@ def test_inspect_prints_a_summary(built, capsys):
     out = capsys.readouterr().out
     assert "Synthetic: 12 classes" in out and "t10  K,V [12, 2," in out and "bytes" in out
     assert "appears as" in out
+    assert "layout    release: [pad][prompt][pad][BOS noun phrases]" in out
+    assert "dtype     float32 (the LLM ran in it" in out
+    assert f"wording   {TEMPLATES_FILE} (built-in, sha256 " in out
 
 
 def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_models, data_root, monkeypatch, llm):
@@ -324,6 +328,91 @@ def test_regenerate_generates_every_answer_again(built, tmp_path, tiny_models, d
     assert extract.calls == []
 
 
+def write_query_file(path, templates, system="You are a helpful assistant."):
+    """A query-template file of one's own, with the published prefix (typo included)."""
+    path.write_text(json.dumps({"_chat": {"system": system, "user_prefix": "In one sentece, ",
+                                          "answer_start": "The {} appears as"},
+                                "Synthetic": templates}, indent=1))
+
+
+def test_own_query_templates_rebuild_only_what_they_change(tmp_path, tiny_models, data_root, monkeypatch, llm,
+                                                           capsys):
+    file = tmp_path / "published.json"
+    templates = ["describe the look of a {}.", "what does a {} look like?", "list the visual features of a {}."]
+    write_query_file(file, templates)
+    out = str(tmp_path / "own")
+    argv = build_argv(data_root, tiny_models, "--out", out, "--query-templates", str(file), "--spacy-model", "none")
+    assert main(argv) == 0
+    cache = KnowledgeCache.open(out)
+    assert cache.query_templates == templates
+    assert cache.metadata["query_template_file"] == {
+        "file": str(file), "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "builtin": False}
+    record = read_descriptions(os.path.join(out, DESCRIPTIONS_FILE))[("red circle", 1)]
+    assert record["question"] == "In one sentece, what does a red circle look like?"
+    check_against_forward(cache, llm, 0, 1, layer=1)
+    assert main(["inspect", out]) == 0
+    assert f"wording   {file} (--query-templates, sha256 " in capsys.readouterr().out
+    stats = {t: os.stat(os.path.join(out, kv_file_name(t))) for t in range(3)}
+
+    # One template reworded: only its answers and keys/values are computed again.
+    templates[1] = "how would you recognise a {} at a glance?"
+    write_query_file(file, templates)
+    generate = Counter(generation.generate_answers)
+    extract = Counter(kv.extract_kv)
+    monkeypatch.setattr(generation, "generate_answers", generate)
+    monkeypatch.setattr(kv, "extract_kv", extract)
+    assert main(argv) == 0
+    prompts = [p for args, _ in generate.calls for p in llm[1].batch_decode(args[2].input_ids, skip_special_tokens=True)]
+    assert len(prompts) == 12 and all("recognise a " in p and "at a glance?" in p for p in prompts)
+    assert len(extract.calls) == 1
+    for t in (0, 2):
+        again = os.stat(os.path.join(out, kv_file_name(t)))
+        assert (again.st_ino, again.st_mtime_ns) == (stats[t].st_ino, stats[t].st_mtime_ns)
+    assert os.stat(os.path.join(out, kv_file_name(1))).st_mtime_ns != stats[1].st_mtime_ns
+    cache = KnowledgeCache.open(out)
+    assert cache.query_templates == templates
+    assert cache.metadata["query_template_file"]["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    check_against_forward(cache, llm, 5, 1, layer=1)
+
+    # The chat wording is in every question: everything is computed again.
+    write_query_file(file, templates, system="You are an expert on shapes.")
+    generate.calls.clear(), extract.calls.clear()
+    assert main(argv) == 0
+    assert sum(len(args[2]) for args, _ in generate.calls) == 12 * 3 and len(extract.calls) == 3
+
+
+def test_build_dtype_is_what_the_llm_runs_in(tmp_path, tiny_models, data_root, monkeypatch):
+    import llm_prompts.build as build
+
+    file = tmp_path / "one.json"
+    write_query_file(file, ["describe the look of a {}."])
+    out = str(tmp_path / "bf16")
+    loaded = []  # dtype of each LLM the build loaded
+
+    def load_llm(*args, **kwargs):
+        model = original(*args, **kwargs)
+        loaded.append(next(model.parameters()).dtype)
+        return model
+
+    original = build.load_llm
+    monkeypatch.setattr(build, "load_llm", load_llm)
+    argv = build_argv(data_root, tiny_models, "--out", out, "--query-templates", str(file), "--spacy-model", "none",
+                      "--dtype", "bf16")
+    assert main(argv) == 0
+    assert loaded == [torch.bfloat16]
+    cache = KnowledgeCache.open(out)
+    assert cache.dtype == torch.bfloat16 and cache.kv(0, [0]).layers[0][0].dtype == torch.bfloat16
+
+    # Back to fp32 (the default): answers of a bf16 LLM are not reused, every file is rewritten.
+    generate = Counter(generation.generate_answers)
+    monkeypatch.setattr(generation, "generate_answers", generate)
+    assert main(argv[:-2]) == 0
+    assert loaded == [torch.bfloat16, torch.float32]
+    assert sum(len(args[2]) for args, _ in generate.calls) == 12
+    cache = KnowledgeCache.open(out)
+    assert cache.dtype == torch.float32 and cache.kv(0, [0]).layers[0][0].dtype == torch.float32
+
+
 # ---------------------------------------------------------------- pieces
 
 
@@ -421,7 +510,25 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, tiny_models, data_root,
         (["--clip", str(tmp_path / "no_clip")], "--clip"),
         (["--dataset-config-file", str(tmp_path / "none.yaml")], "--dataset-config-file"),
         (["--num-layers", "3"], "--num-layers 3"),
+        (["--dtype", "fp16"], "--dtype fp16"),
+        (["--layout", "mine"], "--layout mine"),
+        (["--query-templates", str(tmp_path / "none.json")], f"--query-templates {tmp_path / 'none.json'}"),
     ]
+    chat = {"system": "S.", "user_prefix": "In one sentence, ", "answer_start": "The {} appears as"}
+    bad_files = {
+        "not_json": "{not json",
+        "no_chat": json.dumps({"Synthetic": ["describe a {}."]}),
+        "chat_without_slot": json.dumps({"_chat": {**chat, "answer_start": "It appears as"}, "default": ["a {}"]}),
+        "template_without_slot": json.dumps({"_chat": chat, "Synthetic": ["describe a {}.", "describe it."]}),
+        "two_slots": json.dumps({"_chat": chat, "Synthetic": ["a {} or a {}"]}),
+        "not_a_list": json.dumps({"_chat": chat, "Synthetic": {"a": "{}"}}),
+        "alias_to_nowhere": json.dumps({"_chat": chat, "Synthetic": "ImageNet"}),
+        "no_entry": json.dumps({"_chat": chat, "ImageNet": ["describe a {}."]}),
+    }
+    for name, text in bad_files.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(text)
+        cases.append((["--query-templates", str(path)], f"--query-templates {path}"))
     for change, flag in cases:
         args = _replace(argv, *change)
         assert main(args) == 2, flag
