@@ -3,9 +3,10 @@
 For every class and query template the LLM describes the class; the noun
 phrases of the answer are kept, the LLM's attention keys/values over
 prompt + answer opening + noun phrases (by default laid out as the authors'
-release lays them out) are cached for its last decoder layers, and CLIP features of the phrases give one distillation target per
-class. The result is a folder in the format of ``llamp.knowledge_cache``,
-which the trainer reads.
+release lays them out) are cached for its last decoder layers, and CLIP
+features of the phrases give one distillation target per class. The result
+is a folder in the format of ``llamp.knowledge_cache``, which the trainer
+reads.
 
 Modules: ``queries`` (query templates and chat prompt), ``layouts`` (the
 token sequences: prompt and cached sequence), ``generation``,

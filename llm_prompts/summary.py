@@ -40,6 +40,10 @@ def summarize(folder: str, num_descriptions: int = 3, verify: bool = False) -> s
         lines.append(f"wording   {source.get('file')} ({origin}, sha256 {str(source.get('sha256'))[:12]}...)")
     else:
         lines.append("wording   (source not recorded)")
+    prompt = meta.get("prompt") or {}
+    if prompt:
+        lines.append(f"          system {prompt.get('system')!r}; user {prompt.get('user_prefix')!r} + template; "
+                     f"answer opens {prompt.get('answer_start')!r}")
 
     lines.append(f"templates {cache.num_templates} ({len(cache.available_templates)} built):")
     for index, template in enumerate(cache.query_templates):

@@ -108,6 +108,11 @@ def check_against_forward(cache, llm, class_index, template, layer):
     return int((~real).sum())
 
 
+def decoded(tokenizer, tokens):
+    """The prompt texts of a generate_answers call (its ids, decoded)."""
+    return tokenizer.batch_decode(tokens.input_ids, skip_special_tokens=True)
+
+
 class Counter:
     """Wraps a function, recording its calls; optionally raises on call number ``fail_on``."""
 
@@ -247,7 +252,7 @@ def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_
     monkeypatch.setattr(generation, "generate_answers", generate)
     monkeypatch.setattr(kv, "extract_kv", extract)
     assert main(argv) == 0
-    prompts = [p for args, _ in generate.calls for p in llm[1].batch_decode(args[2].input_ids, skip_special_tokens=True)]
+    prompts = [p for args, _ in generate.calls for p in decoded(llm[1], args[2])]
     templates = query_templates("Synthetic")
     assert len(prompts) == 12 * (NUM_TEMPLATES - 2)  # templates 0 and 1 had their answers already
     assert not any(templates[t].format("red circle") in p for p in prompts for t in (0, 1))
@@ -362,7 +367,7 @@ def test_own_query_templates_rebuild_only_what_they_change(tmp_path, tiny_models
     monkeypatch.setattr(generation, "generate_answers", generate)
     monkeypatch.setattr(kv, "extract_kv", extract)
     assert main(argv) == 0
-    prompts = [p for args, _ in generate.calls for p in llm[1].batch_decode(args[2].input_ids, skip_special_tokens=True)]
+    prompts = [p for args, _ in generate.calls for p in decoded(llm[1], args[2])]
     assert len(prompts) == 12 and all("recognise a " in p and "at a glance?" in p for p in prompts)
     assert len(extract.calls) == 1
     for t in (0, 2):
