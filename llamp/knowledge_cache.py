@@ -11,10 +11,17 @@ One folder per (dataset, LLM), built by ``python -m llm_prompts build``::
     kv_t01.safetensors     ... one file per query template
     targets.safetensors    targets [classes, embed]: normalised CLIP distillation targets (fp32)
 
-Sequences are left-padded to the template's longest class: the real tokens of
-class ``c`` sit at the right end and had positions ``0 .. len_c - 1`` (keys are
-stored after the rotary embedding, as the attention layer caches them).
-Padding positions hold zeros and have mask 0. Class rows follow
+Each row is one class's token sequence, padded to the template's longest; the
+mask says which slots hold real tokens. ``metadata["layout"]`` names how the
+sequence was built (``llm_prompts.layouts``): ``"release"`` (the default) is
+``[pad][prompt][pad][BOS noun phrases]``, so a row has padding in the middle
+as well as on the left; ``"contiguous"`` is one left-padded run. Either way a
+real token's rotary position is the number of real tokens before it
+(``cumsum(mask) - 1``), positions run on across a gap, and new tokens continue
+at ``mask.sum()``: a consumer needs only the mask. Keys are stored after the
+rotary embedding, as the attention layer caches them. Padding slots hold
+zeros and have mask 0. Caches written before the layout was recorded are
+contiguous. Class rows follow
 ``metadata["classnames"]``; one cache built over all classes serves the base,
 new and all subsets, since :meth:`KnowledgeCache.select` looks classes up by name.
 
@@ -308,7 +315,7 @@ class CacheWriter:
     ``header`` holds the fields that describe the whole cache: ``dataset``,
     ``classnames``, ``query_templates``, ``llm`` (an :func:`llm_identity`),
     ``kept_layers``, ``dtype`` and any extra description of the build
-    (prompt wording, generation settings, the command). Files that an earlier
+    (``layout``, prompt wording and its file, generation settings, the command). Files that an earlier
     run finished stay listed; :meth:`template_done` says whether one can be
     kept (same inputs) or must be written again.
     """
@@ -323,6 +330,8 @@ class CacheWriter:
             self._check_same_cache(old, header)
         num_templates = len(header["query_templates"])
         old_templates = (old or {}).get("templates") or []
+        if old is not None and old.get("dtype") != header["dtype"]:
+            old_templates = []  # stored in another dtype: every file is rewritten, none may stay listed
         self.meta: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -436,7 +445,8 @@ class CachedKV:
 
     ``layers[i]`` is ``(keys, values)`` of decoder layer ``layer_indices[i]``,
     each ``[n, kv_heads, seq, head_dim]``; ``mask`` is ``[n, seq]`` (long, 1 =
-    token). Left-padded: a class's tokens are the last ``lengths[c]`` positions.
+    token). Padding may sit on the left and in the middle of a row (see the
+    module doc); only the mask says where a class's tokens are.
     """
 
     layers: list[tuple[torch.Tensor, torch.Tensor]]
@@ -450,7 +460,7 @@ class CachedKV:
 
     @property
     def positions(self) -> torch.Tensor:
-        """Rotary position of every cached slot ``[n, seq]`` (padding: 0)."""
+        """Rotary position of every cached slot ``[n, seq]`` (left padding: 0; a gap repeats the position before it)."""
         return (self.mask.cumsum(-1) - 1).clamp(min=0)
 
 
@@ -600,6 +610,11 @@ class KnowledgeCache:
         return len(self.layer_indices)
 
     @property
+    def layout(self) -> str:
+        """How the cached token sequence was built (``llm_prompts.layouts``); older caches are contiguous."""
+        return str(self.metadata.get("layout") or "contiguous")
+
+    @property
     def complete(self) -> bool:
         return bool(self.metadata.get("complete"))
 
@@ -652,13 +667,14 @@ class KnowledgeCache:
         """Keys/values of the last ``num_layers`` layers and the mask, for template ``template_index``.
 
         Only the requested rows are read from disk. ``trim`` drops the leading
-        columns that are padding for every requested class. Results go to
-        ``device`` (default CPU) in ``dtype`` (default: as stored).
+        columns that are padding for every requested class (columns in a gap
+        are kept: the mask covers them). Results go to ``device`` (default
+        CPU) in ``dtype`` (default: as stored).
         """
         entry = self._entry(template_index)
         rows = self._rows(class_indices)
         mask = self._mask(template_index, entry)[rows]
-        start = int((mask.shape[1] - mask.sum(-1).max()).clamp(min=0)) if trim and len(rows) else 0
+        start = _first_token_column(mask) if trim else 0
         handle = self._open(entry["file"])
         layers = []
         for layer in self.layer_indices:
@@ -736,6 +752,16 @@ class KnowledgeCache:
                 shape[2] -= seq_start
             return torch.empty(shape, dtype=_dtype_of(view.get_dtype()))
         return torch.cat(parts)[inverse]
+
+
+def _first_token_column(mask: torch.Tensor) -> int:
+    """The first column that holds a real token in any row of ``mask`` ``[n, seq]`` (0 if none does).
+
+    Not ``seq - max(lengths)``: with a gap in the middle, a row's tokens span
+    more columns than it has tokens.
+    """
+    real = mask.bool().any(0).nonzero()
+    return int(real[0]) if len(real) else 0
 
 
 def _dtype_of(name: str) -> torch.dtype:

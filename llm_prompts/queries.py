@@ -1,21 +1,33 @@
 """What the LLM is asked: the per-dataset query templates and the chat prompt around them.
 
-The wording lives in ``templates/query_templates.json`` (data, not code). The
-chat markup (special tokens, role headers) comes from the tokenizer's own chat
+The wording lives in a JSON file (data, not code): by default
+``templates/query_templates.json``, or the researcher's own file given with
+``--query-templates`` (the same format, e.g. the published wording). The chat
+markup (special tokens, role headers) comes from the tokenizer's own chat
 template, so any Hugging Face chat model works: LLaMA-2/3, Mistral, Qwen, ...
+
+The file format: ``"_chat"`` holds the wording of every conversation
+(``system``, ``user_prefix``, ``answer_start`` with ``{}`` for the class
+name); every other key not starting with ``_`` is a registered Dassl dataset
+name (or ``default``) mapped to its list of templates, each with one ``{}``
+for the class name, or to the name of another entry whose list it shares.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from llamp.errors import ConfigError
+from llamp.errors import ConfigError, MissingFileError
 from llamp.templates import class_prompt_name
 
 TEMPLATES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "query_templates.json")
+CHAT_KEY = "_chat"
+DEFAULT_KEY = "default"
+QUERY_TEMPLATES_FLAG = "--query-templates"
 
 
 @dataclass(frozen=True)
@@ -35,35 +47,123 @@ class ChatWording:
         return self.answer_start.format(class_prompt_name(classname))
 
 
+@dataclass(frozen=True)
+class QueryFile:
+    """A query-template file, checked: its chat wording, its per-dataset lists and its digest."""
+
+    path: str  # absolute
+    sha256: str  # of the file's bytes
+    builtin: bool  # the file that ships with llm_prompts
+    table: dict
+
+    @property
+    def wording(self) -> ChatWording:
+        return ChatWording(**self.table[CHAT_KEY])
+
+    def has(self, dataset: str) -> bool:
+        """True if ``dataset`` has its own entry (else :meth:`templates` falls back to ``default``)."""
+        return dataset in self.table and not dataset.startswith("_")
+
+    def templates(self, dataset: str) -> list[str]:
+        """The templates of a registered Dassl dataset name (``default`` for names without an entry)."""
+        key = dataset if self.has(dataset) else DEFAULT_KEY
+        if key not in self.table:
+            raise ConfigError(f"{_label(self.path, self.builtin)} has no entry for {dataset} and no "
+                              f"{DEFAULT_KEY!r} entry: add one")
+        return list(self.table[_resolve(self.table, key, _label(self.path, self.builtin))])
+
+    def describe(self) -> dict:
+        """What the cache metadata records about the wording's source."""
+        return {"file": self.path, "sha256": self.sha256, "builtin": self.builtin}
+
+
+def _label(path: str, builtin: bool) -> str:
+    """How errors name the file: the flag that gave it, or the built-in file's path."""
+    return path if builtin else f"{QUERY_TEMPLATES_FLAG} {path}"
+
+
+def _resolve(table: dict, key: str, label: str) -> str:
+    """Follow aliases (an entry whose value names another entry) to a list."""
+    seen = [key]
+    while isinstance(table.get(key), str):
+        key = table[key]
+        if key in seen:
+            raise ConfigError(f"{label}: aliases loop through {' -> '.join(seen + [key])}")
+        if key not in table:
+            raise ConfigError(f"{label}: entry {seen[-1]!r} names {key!r}, which is not in the file")
+        seen.append(key)
+    return key
+
+
+def _check_format(text: str, what: str, label: str) -> None:
+    """``text`` must hold exactly one ``{}`` and no other replacement field (``{{`` escapes are fine)."""
+    marker = "\x00"  # a character no template holds: counting it counts the fields that were filled
+    try:
+        filled = text.format(marker)
+    except (IndexError, KeyError, ValueError):
+        filled = None
+    if filled is None or filled.count(marker) != 1:
+        raise ConfigError(f"{label}: {what} {text!r} must hold exactly one '{{}}' for the class name "
+                          "(and no other braces)")
+
+
+def _check_table(table: Any, label: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{label}: expected a JSON object of dataset names, got {type(table).__name__}")
+    chat = table.get(CHAT_KEY)
+    fields = ("system", "user_prefix", "answer_start")
+    if not isinstance(chat, dict) or set(chat) != set(fields) or not all(isinstance(chat[f], str) for f in fields):
+        raise ConfigError(f"{label}: {CHAT_KEY!r} must be an object with the strings {', '.join(fields)} "
+                          "(and nothing else)")
+    _check_format(chat["answer_start"], f"{CHAT_KEY}.answer_start", label)
+    for key, value in table.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, str):
+            _resolve(table, key, label)
+        elif isinstance(value, list) and value and all(isinstance(t, str) for t in value):
+            for template in value:
+                _check_format(template, f"entry {key!r}: template", label)
+        else:
+            raise ConfigError(f"{label}: entry {key!r} must be a non-empty list of template strings or the "
+                              "name of another entry")
+
+
+def load_query_file(path: str | None = None) -> QueryFile:
+    """Read and check a query-template file (default: the built-in one); a bad file is one ConfigError line."""
+    builtin = path is None or os.path.abspath(os.path.expanduser(path)) == TEMPLATES_FILE
+    path = TEMPLATES_FILE if path is None else os.path.abspath(os.path.expanduser(path))
+    label = _label(path, builtin)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{label} does not exist")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        table = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{label} is not valid JSON ({e})") from None
+    _check_table(table, label)
+    return QueryFile(path=path, sha256=hashlib.sha256(data).hexdigest(), builtin=builtin, table=table)
+
+
 @lru_cache(maxsize=None)
-def _table() -> dict[str, Any]:
-    with open(TEMPLATES_FILE, encoding="utf-8") as f:
-        return json.load(f)
+def builtin_query_file() -> QueryFile:
+    return load_query_file()
 
 
 def chat_wording() -> ChatWording:
-    return ChatWording(**_table()["_chat"])
+    """The built-in chat wording."""
+    return builtin_query_file().wording
 
 
 def has_query_templates(dataset: str) -> bool:
-    """True if ``dataset`` has its own entry (else :func:`query_templates` falls back to ``default``)."""
-    return dataset in _table() and not dataset.startswith("_")
+    """True if ``dataset`` has its own entry in the built-in file."""
+    return builtin_query_file().has(dataset)
 
 
 def query_templates(dataset: str) -> list[str]:
-    """The query templates of a registered Dassl dataset name (``default`` for unknown names)."""
-    table = _table()
-    key = dataset if has_query_templates(dataset) else "default"
-    seen = []
-    while isinstance(table.get(key), str):  # an alias: share another dataset's list
-        if key in seen:
-            raise ConfigError(f"{TEMPLATES_FILE}: aliases loop through {' -> '.join(seen + [key])}")
-        seen.append(key)
-        key = table[key]
-    templates = table.get(key)
-    if not isinstance(templates, list) or not all(isinstance(t, str) and "{}" in t for t in templates):
-        raise ConfigError(f"{TEMPLATES_FILE}: entry {key!r} must be a list of strings with '{{}}' in each")
-    return list(templates)
+    """The built-in query templates of a registered Dassl dataset name (``default`` for unknown names)."""
+    return builtin_query_file().templates(dataset)
 
 
 def chat_prompt(tokenizer: Any, question: str, answer_opening: str, system: str) -> str:

