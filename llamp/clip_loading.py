@@ -11,6 +11,7 @@ caches. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -46,6 +47,17 @@ class LoadedCLIP:
     @property
     def image_size(self) -> int:
         return self.model.config.vision_config.image_size
+
+    def text_sha256(self) -> str:
+        """sha256 of the weights that make CLIP's text features (text tower + projection), whatever the
+        file format they came from: what a knowledge cache's distillation targets depend on."""
+        digest = hashlib.sha256()
+        modules = {"text_model": self.model.text_model, "text_projection": self.model.text_projection}
+        for prefix, module in modules.items():
+            for name, tensor in sorted(module.state_dict().items()):
+                digest.update(f"{prefix}.{name}:{list(tensor.shape)}".encode())
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids ``[len(texts), 77]``, padded and truncated like ``clip.tokenize``."""

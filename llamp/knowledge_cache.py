@@ -233,6 +233,11 @@ def compare_llm_identity(cached: Mapping[str, Any], expected: Mapping[str, Any])
     a, b = cached.get("config_sha256"), expected.get("config_sha256")
     if a and b and a != b:
         return f"config.json differs (sha256 {a[:12]}... in the cache, {b[:12]}... expected)"
+    ours, theirs = cached.get("layer_sha256") or {}, expected.get("layer_sha256") or {}
+    for layer in sorted(set(ours) & set(theirs), key=int):
+        if ours[layer] != theirs[layer]:
+            return (f"the weights of decoder layer {layer} differ (sha256 {ours[layer][:12]}... in the cache, "
+                    f"{theirs[layer][:12]}... expected)")
     return None
 
 
@@ -489,12 +494,18 @@ class KnowledgeCache:
 
     @classmethod
     def open(cls, folder: str, expected_llm_config: Any = None, num_layers: int | None = None,
-             build_hint: str | None = None, allow_incomplete: bool = False) -> "KnowledgeCache":
+             build_hint: str | None = None, allow_incomplete: bool = False,
+             expected_layer_sha256: Mapping[int, str] | None = None,
+             expected_clip: Any = None) -> "KnowledgeCache":
         """Open and validate the cache in ``folder``.
 
         ``expected_llm_config``: the LLM the cache will be used with (a
         ``PretrainedConfig``, a raw config.json dict, or the model's folder);
         shapes, rope settings and the config hash must match.
+        ``expected_layer_sha256``: weight digests of the decoder layers the caller
+        reads (``llm_decoder.layer_sha256``), checked against those recorded at build.
+        ``expected_clip``: the ``LoadedCLIP`` the caller pairs with the distillation
+        targets; its text weights must be the ones that made them.
         ``num_layers``: how many of the last decoder layers the caller needs
         (default: all kept); :meth:`kv` returns exactly those.
         ``build_hint``: the command that builds this cache, quoted in errors.
@@ -538,10 +549,21 @@ class KnowledgeCache:
 
         if expected_llm_config is not None:
             expected = llm_identity(expected_llm_config)
+            if expected_layer_sha256:
+                if not meta["llm"].get("layer_sha256"):
+                    raise ConfigError(f"knowledge cache {folder} records no LLM weight digests (built by an older "
+                                      f"version): rebuild it with {hint}")
+                expected["layer_sha256"] = {str(k): v for k, v in expected_layer_sha256.items()}
             diff = compare_llm_identity(meta["llm"], expected)
             if diff:
-                raise ConfigError(f"knowledge cache {folder} was built with another LLM "
-                                  f"({meta['llm'].get('source')}): {diff}; rebuild it with --llm <your LLM>")
+                raise ConfigError(f"knowledge cache {folder} was built with another LLM than {expected['source']} "
+                                  f"({meta['llm'].get('source')}: {diff}); rebuild it with {hint}")
+        if expected_clip is not None and meta.get("targets"):
+            made_by = meta["targets"].get("clip") or {}
+            if made_by.get("text_sha256") != expected_clip.text_sha256():
+                raise ConfigError(f"knowledge cache {folder}: its distillation targets were made with the CLIP "
+                                  f"{made_by.get('source')}, not with {expected_clip.source} (their text weights "
+                                  f"differ): rebuild it with {hint}")
 
         cache = cls(folder, meta, num_layers)
         for index in sorted(cache._entries):

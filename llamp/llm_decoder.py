@@ -8,12 +8,14 @@ and Qwen chat models all work.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
 import os
 import re
 from dataclasses import dataclass
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -69,9 +71,62 @@ def _stack_prefix(names: list[str], last_layer: int) -> str:
     raise ConfigError(f"no tensors of decoder layer {last_layer} found in the LLM checkpoint ({LLM_PATH_KEY})")
 
 
+def layer_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of one decoder layer's weights: ``{name within the layer: tensor}``, values as fp32.
+
+    What ties a knowledge cache to the exact LLM that computed it: two fine-tunes
+    of one model share every config field but not these.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        digest.update(f"{name}:{list(tensor.shape)}".encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_tensors(files: Mapping[str, str], names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """The named tensors from the checkpoint's safetensors shards, as stored."""
+    from safetensors import safe_open
+
+    by_file: dict[str, list[str]] = {}
+    for name in names:
+        by_file.setdefault(files[name], []).append(name)
+    out = {}
+    for file, file_names in by_file.items():
+        try:
+            with safe_open(file, "pt", device="cpu") as f:
+                for name in file_names:
+                    out[name] = f.get_tensor(name)
+        except Exception as e:
+            raise ConfigError(f"cannot read {file} ({LLM_PATH_KEY}): {type(e).__name__}: {e}") from None
+    return out
+
+
+def _layer_names(files: Mapping[str, str], prefix: str, layer: int) -> dict[str, str]:
+    """``{checkpoint name: name within the layer}`` of decoder layer ``layer``'s tensors."""
+    start = f"{prefix}layers.{layer}."
+    return {name: name[len(start):] for name in files if name.startswith(start)}
+
+
+def llm_layer_sha256(path: str, layers: Iterable[int]) -> dict[int, str]:
+    """:func:`layer_sha256` of the given decoder layers of the LLM at ``path``, read from its shards."""
+    folder = resolve_llm_folder(path)
+    files = _weight_files(folder)
+    prefix = _stack_prefix(list(files), read_llm_config(folder).num_hidden_layers - 1)
+    digests = {}
+    for layer in layers:
+        names = _layer_names(files, prefix, layer)
+        tensors = _read_tensors(files, names)
+        digests[layer] = layer_sha256({names[n]: t for n, t in tensors.items()})
+    return digests
+
+
 @dataclass
 class DecoderTail:
-    """The last decoder layers of an LLM, its final norm and rotary embedding, with its config."""
+    """The last decoder layers of an LLM, its final norm and rotary embedding, with its config.
+
+    ``layer_sha256``: the weight digest of each kept layer (by index in the LLM).
+    """
 
     config: PretrainedConfig
     layer_indices: list[int]
@@ -79,12 +134,11 @@ class DecoderTail:
     norm: nn.Module
     rotary_emb: nn.Module
     source: str
+    layer_sha256: dict[int, str]
 
 
 def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sdpa") -> DecoderTail:
     """Read the last ``num_layers`` decoder layers and the final norm of the LLM at ``path`` (fp32)."""
-    from safetensors import safe_open
-
     folder = resolve_llm_folder(path)
     config = read_llm_config(folder)
     total = config.num_hidden_layers
@@ -95,10 +149,9 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
     files = _weight_files(folder)
     prefix = _stack_prefix(list(files), total - 1)
     wanted = {f"{prefix}norm.weight": "norm.weight"}
+    per_layer = {i: _layer_names(files, prefix, i) for i in kept}
     for j, i in enumerate(kept):
-        for name in files:
-            if name.startswith(f"{prefix}layers.{i}."):
-                wanted[name] = f"layers.{j}." + name[len(f"{prefix}layers.{i}."):]
+        wanted.update({name: f"layers.{j}.{inner}" for name, inner in per_layer[i].items()})
 
     with torch.device("meta"):  # the architecture without allocating it
         skeleton = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
@@ -112,20 +165,11 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
     if missing:
         raise ConfigError(f"the LLM checkpoint in {folder} ({LLM_PATH_KEY}) lacks tensors needed for the "
                           f"last {num_layers} decoder layers, e.g. {missing[:3]}")
-    state = {}
-    by_file: dict[str, list[str]] = {}
-    for name in wanted:
-        by_file.setdefault(files[name], []).append(name)
-    for file, names in by_file.items():
-        try:
-            with safe_open(file, "pt", device="cpu") as f:
-                for name in names:
-                    state[wanted[name]] = f.get_tensor(name).float()
-        except Exception as e:
-            raise ConfigError(f"cannot read {file} ({LLM_PATH_KEY}): {type(e).__name__}: {e}") from None
-    tail.load_state_dict(state, strict=True)
+    stored = _read_tensors(files, wanted)
+    digests = {i: layer_sha256({inner: stored[name] for name, inner in per_layer[i].items()}) for i in kept}
+    tail.load_state_dict({wanted[name]: tensor.float() for name, tensor in stored.items()}, strict=True)
     rotary = type(stack.rotary_emb)(config=config)  # buffers computed on CPU, not on meta
-    return DecoderTail(config, kept, tail.layers, tail.norm, rotary, folder)
+    return DecoderTail(config, kept, tail.layers, tail.norm, rotary, folder, digests)
 
 
 def cache_attention_mask(cache_mask: torch.Tensor, num_new: int, dtype: torch.dtype) -> torch.Tensor:

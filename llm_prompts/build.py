@@ -37,6 +37,7 @@ from llamp.knowledge_cache import (
     llm_identity,
     read_llm_config,
 )
+from llamp.llm_decoder import llm_layer_sha256
 from llamp.templates import zero_shot_templates
 
 from . import generation, kv, layouts
@@ -44,7 +45,7 @@ from .descriptions import append_descriptions, make_record, read_descriptions, r
 from .llm import DEFAULT_BUILD_DTYPE, build_dtype, load_llm, load_tokenizer, pick_device, resolve_llm
 from .noun_phrases import clean_phrases, make_extractor
 from .queries import chat_prompt, load_query_file
-from .targets import clip_text_sha256, distillation_targets
+from .targets import distillation_targets
 
 
 @dataclass
@@ -118,6 +119,8 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     if config.num_layers > num_llm_layers:
         raise ConfigError(f"--num-layers {config.num_layers}: {config.llm} has only {num_llm_layers} layers")
     kept_layers = list(range(num_llm_layers - config.num_layers, num_llm_layers))
+    # the kept layers' weight digests tie the cache to this exact LLM (fine-tunes share the config)
+    identity["layer_sha256"] = {str(i): d for i, d in llm_layer_sha256(llm_source, kept_layers).items()}
     device = pick_device(config.device)
     tokenizer = load_tokenizer(llm_source)
     clip = load_clip_arg(config.clip)
@@ -212,7 +215,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
                 "were cut, as the release cuts them")
         input_sha256 = _sha256({"token_ids": sequence.input_ids.tolist(), "mask": sequence.attention_mask.tolist(),
                                 "layout": layout.name, "layers": kept_layers, "dtype": dtype_name(dtype),
-                                "llm": identity["config_sha256"]})
+                                "llm": [identity["config_sha256"], identity["layer_sha256"]]})
         if writer.template_done(t, input_sha256):
             report.kv_kept.append(t)
             continue
@@ -227,7 +230,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
 
     class_phrases = [clean_phrases([p for t in range(len(templates)) for p in records[(c, t)]["noun_phrases"]])
                      for c in classnames]
-    clip_sha256 = clip_text_sha256(clip)
+    clip_sha256 = clip.text_sha256()
     targets_sha256 = _sha256({"classnames": list(classnames), "phrases": class_phrases,
                               "clip_templates": clip_templates, "clip": clip_sha256})
     if not writer.targets_done(targets_sha256):

@@ -10,7 +10,6 @@ plain sentences ``s_j(c)``.)
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Sequence
 
 import torch
@@ -40,14 +39,3 @@ def distillation_targets(clip: LoadedCLIP, classnames: Sequence[str], phrases: S
                                     batch_size=batch_size)  # [sentences, embed]
         rows.append(F.normalize(F.normalize(features.float(), dim=-1).mean(0), dim=-1).cpu())
     return torch.stack(rows)
-
-
-def clip_text_sha256(clip: LoadedCLIP) -> str:
-    """sha256 of the weights that make CLIP's text features (text tower + projection), whatever the file format."""
-    digest = hashlib.sha256()
-    modules = {"text_model": clip.model.text_model, "text_projection": clip.model.text_projection}
-    for prefix, module in modules.items():
-        for name, tensor in sorted(module.state_dict().items()):
-            digest.update(f"{prefix}.{name}:{tensor.dtype}:{list(tensor.shape)}".encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()

@@ -203,6 +203,37 @@ def test_bad_inputs_are_caught_before_training(tiny_models, synthetic_cache, tmp
     assert "LLM_PATH" in fails("TRAINER.LLAMP.LLM_PATH", str(tmp_path / "no_llm"))
 
 
+def test_a_cache_is_refused_with_other_weights_of_the_same_shapes(tiny_models, synthetic_cache, tmp_path):
+    """Same widths and config.json, other weights: the cache's CLIP and LLM digests tell them apart."""
+    from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
+
+    from llamp.clip_tokenizer import build_clip_tokenizer
+    from llamp.tiny import TINY_CLIP, TINY_LLAMA, build_llm_tokenizer
+
+    torch.manual_seed(123)
+    clip = tmp_path / "other_clip"
+    CLIPModel(CLIPConfig(**TINY_CLIP)).save_pretrained(clip)
+    build_clip_tokenizer().save_pretrained(clip)
+    llm = tmp_path / "other_llm"
+    tokenizer = build_llm_tokenizer()
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **TINY_LLAMA)).save_pretrained(llm)
+    tokenizer.save_pretrained(llm)
+    with open(os.path.join(tiny_models["llm"], "config.json")) as a, open(llm / "config.json") as b:
+        assert json.load(a) == json.load(b)  # only the weights differ
+
+    def fails(*opts):
+        proc = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "bad", *opts,
+                                     "TRAINER.LLAMP.CACHE_DIR", synthetic_cache["cache"]), check=False)
+        assert "epoch [" not in proc.stdout
+        return error_line(proc)
+
+    line = fails("MODEL.BACKBONE.PATH", str(clip))
+    assert "distillation targets were made with the CLIP" in line and str(clip) in line
+    assert tiny_models["clip"] in line and "llm_prompts build" in line
+    line = fails("TRAINER.LLAMP.LLM_PATH", str(llm))
+    assert "weights of decoder layer 1 differ" in line and str(llm) in line and "llm_prompts build" in line
+
+
 @pytest.mark.parametrize("precision", ["bf16", "amp"])
 def test_half_precision_steps_and_evaluates(tiny_models, synthetic_cache, tmp_path, precision):
     """bf16: frozen weights in bf16 (trained tensors stay fp32); amp: fp32 weights. Both under bf16 autocast."""

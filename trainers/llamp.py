@@ -13,6 +13,7 @@ from yacs.config import CfgNode as CN
 
 from llamp.errors import ConfigError
 from llamp.knowledge_cache import KnowledgeCache, default_cache_folder
+from llamp.kv_staging import KVStager
 from llamp.llm_decoder import load_decoder_tail
 from llamp.model import LLaMP as LLaMPModel
 from llamp.model import MAX_LOGIT_SCALE, LLaMPConfig
@@ -97,7 +98,7 @@ class LLaMP(ClipTrainer):
               "images per optimiser step (DATALOADER.TRAIN_X.BATCH_SIZE is per process)")
 
     # ---- model -----------------------------------------------------------
-    def open_cache(self, tail) -> KnowledgeCache:
+    def open_cache(self, tail, clip) -> KnowledgeCache:
         c = self.trainer_cfg
         folder = c.CACHE_DIR or default_cache_folder(self.dm.dataset.dataset_dir, c.LLM_PATH)
         build = (f"python -m llm_prompts build --root {self.cfg.DATASET.ROOT} --dataset-config-file "
@@ -105,7 +106,7 @@ class LLaMP(ClipTrainer):
                  f"--num-layers {c.NUM_DECODER_LAYERS}")
         print(f"Knowledge cache: {folder}")
         return KnowledgeCache.open(folder, expected_llm_config=tail.config, num_layers=c.NUM_DECODER_LAYERS,
-                                   build_hint=build)
+                                   build_hint=build, expected_layer_sha256=tail.layer_sha256, expected_clip=clip)
 
     def build_model(self):
         c = self.trainer_cfg
@@ -113,7 +114,7 @@ class LLaMP(ClipTrainer):
             raise ConfigError("TRAINER.LLAMP.LLM_PATH is empty: set it to the LLM's Hugging Face folder")
         clip = self.load_clip()
         tail = load_decoder_tail(c.LLM_PATH, c.NUM_DECODER_LAYERS)
-        self.cache = self.open_cache(tail)
+        self.cache = self.open_cache(tail, clip)
         classnames = self.dm.dataset.classnames
         self.class_rows = self.cache.select(classnames)  # base, new or all: looked up by name
         targets = self.cache.targets(self.class_rows)
@@ -126,6 +127,9 @@ class LLaMP(ClipTrainer):
         self.model.to(self.device)
         self.cast_frozen_parameters(self.model)
         self.targets = targets.to(self.device)  # [C, embed], normalised
+        kv_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self.kv_stager = KVStager(self.cache, self.class_rows, self.device, kv_dtype)
+        self._next_template = None
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         print(f"LLaMP: {trainable:,} trainable parameters, {self.cache.num_templates} query templates, "
               f"{len(classnames)} classes")
@@ -158,8 +162,7 @@ class LLaMP(ClipTrainer):
         return groups
 
     def template_kv(self, template: int):
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        kv = self.cache.kv(template, self.class_rows, device=self.device, dtype=dtype)
+        kv = self.kv_stager.get(template)
         keys = [k for k, _ in kv.layers]
         values = [v for _, v in kv.layers]
         return keys, values, kv.mask
@@ -167,8 +170,15 @@ class LLaMP(ClipTrainer):
     # ---- training --------------------------------------------------------
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
-        template = random.randrange(self.cache.num_templates)  # one template's cache per step
+        # One template's cache per step, drawn one step ahead so that its rows load during this step
+        # (within an epoch only: each epoch's draws then start from that epoch's seed).
+        num_templates = self.cache.num_templates
+        template = self._next_template if self._next_template is not None else random.randrange(num_templates)
         keys, values, mask = self.template_kv(template)
+        self._next_template = None
+        if self.batch_idx + 1 < self.num_batches:
+            self._next_template = random.randrange(num_templates)
+            self.kv_stager.prefetch(self._next_template)
         if self.deepspeed is not None:  # the model clamps its logit scale; under ZeRO the master copy too
             self.deepspeed.clamp_parameter_(self.model.logit_scale, 0.0, MAX_LOGIT_SCALE)
         with self.autocast():
@@ -201,6 +211,8 @@ class LLaMP(ClipTrainer):
         features = []
         for t in range(self.cache.num_templates):
             keys, values, mask = self.template_kv(t)
+            if t + 1 < self.cache.num_templates:
+                self.kv_stager.prefetch(t + 1)
             with self.autocast():
                 features.append(F.normalize(self.model.text_features(keys, values, mask).float(), dim=-1))
         return torch.stack(features)
@@ -223,6 +235,7 @@ class LLaMP(ClipTrainer):
     # ---- bookkeeping -----------------------------------------------------
     def before_epoch(self):
         super().before_epoch()
+        self._next_template = None
         sampler = getattr(self.train_loader_x, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)  # a new shuffle per epoch on every rank
