@@ -167,6 +167,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
             model = load_llm(llm_source, device, dtype)
         return model
 
+    other_method = 0  # stored noun phrases kept although another method (or a hand) made them
     for t, template in enumerate(tqdm(templates, desc="templates", unit="template", disable=not config.progress)):
         prompts = [chat_prompt(tokenizer, wording.question(template, c), wording.answer_opening(c), wording.system)
                    for c in classnames]
@@ -208,6 +209,8 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
             if record.get("noun_phrases") is None:  # set to null by hand: extract from the (edited) answer
                 record["noun_phrases"] = extractor(record["answer"])
                 record["noun_phrase_method"] = extractor.name
+            elif record.get("noun_phrase_method") != extractor.name:
+                other_method += 1
             phrases.append(record["noun_phrases"])
         sequence, cut_phrases = layouts.cached_tokens(tokenizer, prompts, phrases, layout)
         if cut_phrases:
@@ -226,6 +229,10 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         del layer_kv, mask
 
     write_descriptions(descriptions_path, _ordered(records, order))
+    if other_method:
+        log(f"note: {other_method} stored noun-phrase lists were not made by {extractor.name} and were kept (hand "
+            "edits win); set their noun_phrases to null in descriptions.jsonl, or use --regenerate, to extract "
+            "them again")
     model = None  # free the LLM before CLIP runs
 
     class_phrases = [clean_phrases([p for t in range(len(templates)) for p in records[(c, t)]["noun_phrases"]])

@@ -320,6 +320,21 @@ def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_
     assert torch.allclose(new_targets[others], old_targets[others], atol=1e-6)
 
 
+def test_noun_phrases_of_another_method_are_kept_with_a_note(built, tmp_path, tiny_models, data_root, monkeypatch,
+                                                              capsys):
+    method = KnowledgeCache.open(built).metadata["noun_phrases"]
+    if not method.startswith("spacy:"):
+        pytest.skip("the cache was built without spaCy")
+    out = str(tmp_path / "rules")
+    shutil.copytree(built, out)
+    extract = Counter(kv.extract_kv)
+    monkeypatch.setattr(kv, "extract_kv", extract)
+    capsys.readouterr()
+    assert main(build_argv(data_root, tiny_models, "--out", out, "--spacy-model", "none")) == 0
+    assert extract.calls == []  # the stored phrases (and so the sequences) were kept
+    assert f"note: {12 * NUM_TEMPLATES} stored noun-phrase lists were not made by rules" in capsys.readouterr().err
+
+
 def test_regenerate_generates_every_answer_again(built, tmp_path, tiny_models, data_root, monkeypatch):
     out = str(tmp_path / "again")
     shutil.copytree(built, out)
