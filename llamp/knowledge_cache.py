@@ -560,6 +560,11 @@ class KnowledgeCache:
                                   f"({meta['llm'].get('source')}: {diff}); rebuild it with {hint}")
         if expected_clip is not None and meta.get("targets"):
             made_by = meta["targets"].get("clip") or {}
+            embed = expected_clip.model.config.projection_dim
+            if meta["targets"].get("embed_dim") != embed:
+                raise ConfigError(f"knowledge cache {folder}: its distillation targets are "
+                                  f"{meta['targets'].get('embed_dim')}-d but the CLIP {expected_clip.source} gives "
+                                  f"{embed}-d features: rebuild it with {hint}")
             if made_by.get("text_sha256") != expected_clip.text_sha256():
                 raise ConfigError(f"knowledge cache {folder}: its distillation targets were made with the CLIP "
                                   f"{made_by.get('source')}, not with {expected_clip.source} (their text weights "

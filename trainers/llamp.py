@@ -117,11 +117,7 @@ class LLaMP(ClipTrainer):
         self.cache = self.open_cache(tail, clip)
         classnames = self.dm.dataset.classnames
         self.class_rows = self.cache.select(classnames)  # base, new or all: looked up by name
-        targets = self.cache.targets(self.class_rows)
-        embed = clip.model.config.projection_dim
-        if targets.shape[1] != embed:
-            raise ConfigError(f"the knowledge cache's distillation targets are {targets.shape[1]}-d but the CLIP "
-                              f"in MODEL.BACKBONE.PATH gives {embed}-d features: build the cache with this CLIP")
+        targets = self.cache.targets(self.class_rows)  # made with this CLIP: open_cache checked its digest
 
         self.model = LLaMPModel(clip.model, clip.tokenizer, tail, classnames, llamp_config(c))
         self.model.to(self.device)
