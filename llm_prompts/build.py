@@ -38,7 +38,7 @@ from llamp.knowledge_cache import (
     read_llm_config,
 )
 from llamp.llm_decoder import llm_layer_sha256
-from llamp.templates import zero_shot_templates
+from llamp.templates import configured_templates
 
 from . import generation, kv, layouts
 from .descriptions import append_descriptions, make_record, read_descriptions, record_key, write_descriptions
@@ -46,6 +46,9 @@ from .llm import DEFAULT_BUILD_DTYPE, build_dtype, load_llm, load_tokenizer, pic
 from .noun_phrases import clean_phrases, make_extractor
 from .queries import chat_prompt, load_query_file
 from .targets import distillation_targets
+
+
+CLIP_TEMPLATES_FLAG = "--clip-templates"
 
 
 @dataclass
@@ -62,6 +65,7 @@ class BuildConfig:
     dtype: str = DEFAULT_BUILD_DTYPE
     layout: str = layouts.RELEASE
     query_templates: str | None = None  # a JSON file in the format of templates/query_templates.json
+    clip_templates: str | None = None  # CLIP templates of the targets: a JSON file (llamp.templates); None: ours
     spacy_model: str | None = None
     regenerate: bool = False
     build_command: str = ""
@@ -112,6 +116,8 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     query_file = load_query_file(config.query_templates)
     templates = query_file.templates(dataset)
     wording = query_file.wording
+    clip_choice = configured_templates(config.clip_templates, dataset, CLIP_TEMPLATES_FLAG, ensemble=True)
+    clip_templates = clip_choice.templates
     llm_source = resolve_llm(config.llm)
     raw_llm_config, _ = read_llm_config(llm_source)
     identity = llm_identity(raw_llm_config, source=llm_source)
@@ -130,7 +136,6 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     if layout.all_noun_chunks and not extractor.name.startswith("spacy:"):
         log(f"note: the {layout.name} layout takes spaCy's noun chunks, but no spaCy pipeline is used: "
             "rule-based noun phrases instead")
-    clip_templates = zero_shot_templates(dataset, ensemble=True)
 
     report = BuildReport(folder=os.path.abspath(config.out))
     writer = CacheWriter(config.out, {
@@ -238,7 +243,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         targets = distillation_targets(clip, classnames, class_phrases, clip_templates,
                                        batch_size=max(config.batch_size, 256), progress=config.progress)
         writer.write_targets(targets, targets_sha256, clip={"source": clip.source, "text_sha256": clip_sha256},
-                             clip_templates=clip_templates)
+                             clip_templates=clip_templates, clip_template_source=clip_choice.describe())
         report.targets_written = True
     writer.finish()
     report.seconds = time.time() - start_time
