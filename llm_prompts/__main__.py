@@ -18,6 +18,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from llamp.quiet import quiet_logs  # noqa: E402
+
+quiet_logs()  # before torch, transformers and Dassl are imported
+
 import argparse  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402

@@ -38,6 +38,7 @@ from llamp.knowledge_cache import (
     read_llm_config,
 )
 from llamp.llm_decoder import llm_layer_sha256
+from llamp.quiet import progress_disabled
 from llamp.templates import configured_templates
 
 from . import generation, kv, layouts
@@ -172,7 +173,8 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
             model = load_llm(llm_source, device, dtype)
         return model
 
-    for t, template in enumerate(tqdm(templates, desc="templates", unit="template", disable=not config.progress)):
+    for t, template in enumerate(tqdm(templates, desc="templates", unit="template",
+                                      disable=progress_disabled(config.progress))):
         prompts = [chat_prompt(tokenizer, wording.question(template, c), wording.answer_opening(c), wording.system)
                    for c in classnames]
         prompt_ids = layouts.prompt_tokens(tokenizer, prompts, layout)  # all classes padded together
@@ -191,7 +193,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         missing = [i for i, c in enumerate(classnames) if (c, t) not in records]
         report.reused += len(classnames) - len(missing)
         for chunk_start in tqdm(range(0, len(missing), config.batch_size), desc="generate", unit="batch",
-                                leave=False, disable=not config.progress):
+                                leave=False, disable=progress_disabled(config.progress)):
             chunk = missing[chunk_start:chunk_start + config.batch_size]
             answers = generation.generate_answers(get_model(), tokenizer, prompt_ids.rows(chunk),
                                                   max_new_tokens=config.max_new_tokens,

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 
 from llamp.errors import ConfigError, MissingFileError
+from llamp.quiet import ignore_pkg_resources_warning
 
 
 @dataclass
@@ -16,6 +17,7 @@ class DatasetInfo:
 
 def dataset_info(root: str, dataset_config_file: str) -> DatasetInfo:
     """Build the dataset named by ``dataset_config_file`` under ``root`` with all classes and all images."""
+    ignore_pkg_resources_warning()  # before Dassl is imported (its wilds import warns)
     from dassl.config import get_cfg_default
     from dassl.data.datasets import DATASET_REGISTRY, build_dataset
 

@@ -7,8 +7,12 @@ before merging config files, to add ``DATASET.SUBSAMPLE_CLASSES``.
 
 (Not named ``datasets``: that would shadow the Hugging Face package.)
 """
-from . import benchmarks, fgvc_aircraft, imagenet, synthetic  # noqa: F401  (registers the classes)
-from .common import (
+from llamp.quiet import ignore_pkg_resources_warning
+
+ignore_pkg_resources_warning()  # before Dassl is imported (its wilds import warns)
+
+from . import benchmarks, fgvc_aircraft, imagenet, synthetic  # noqa: E402,F401  (registers the classes)
+from .common import (  # noqa: E402
     SUBSAMPLE_CHOICES,
     SplitFileDataset,
     VLDataset,
@@ -19,7 +23,7 @@ from .common import (
     sample_few_shot,
     subsample_classes,
 )
-from .synthetic import SYNTHETIC_CLASSNAMES, write_synthetic_dataset
+from .synthetic import SYNTHETIC_CLASSNAMES, write_synthetic_dataset  # noqa: E402
 
 __all__ = [
     "SUBSAMPLE_CHOICES",
