@@ -37,7 +37,8 @@ from llamp.knowledge_cache import (
     llm_identity,
     read_llm_config,
 )
-from llamp.llm_decoder import llm_layer_sha256
+from llamp.llm_decoder import decoder_stack, layer_windows, llm_layer_sha256, resolve_llm_folder
+from llamp.llm_decoder import read_llm_config as read_pretrained_config
 from llamp.quiet import progress_disabled
 from llamp.templates import configured_templates
 
@@ -126,6 +127,10 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     if config.num_layers > num_llm_layers:
         raise ConfigError(f"--num-layers {config.num_layers}: {config.llm} has only {num_llm_layers} layers")
     kept_layers = list(range(num_llm_layers - config.num_layers, num_llm_layers))
+    # A cache the prompt decoder cannot use is refused now, not after the build
+    llm_config = read_pretrained_config(resolve_llm_folder(llm_source))
+    decoder_stack(llm_config, label=f"--llm {config.llm}")
+    window = min((w for w in layer_windows(llm_config) if w is not None), default=None)
     # the kept layers' weight digests tie the cache to this exact LLM (fine-tunes share the config)
     identity["layer_sha256"] = {str(i): d for i, d in llm_layer_sha256(llm_source, kept_layers).items()}
     device = pick_device(config.device)
@@ -178,6 +183,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         prompts = [chat_prompt(tokenizer, wording.question(template, c), wording.answer_opening(c), wording.system)
                    for c in classnames]
         prompt_ids = layouts.prompt_tokens(tokenizer, prompts, layout)  # all classes padded together
+        _check_window(window, prompt_ids, t, config.llm)
         if prompt_ids.truncated:
             log(f"note: template {t}: {prompt_ids.truncated} prompt(s) longer than {layout.max_tokens} tokens "
                 "were cut, as the release cuts them")
@@ -217,6 +223,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
                 record["noun_phrase_method"] = extractor.name
             phrases.append(record["noun_phrases"])
         sequence, cut_phrases = layouts.cached_tokens(tokenizer, prompts, phrases, layout)
+        _check_window(window, sequence, t, config.llm)
         if cut_phrases:
             log(f"note: template {t}: {cut_phrases} noun-phrase list(s) longer than {layout.max_tokens} tokens "
                 "were cut, as the release cuts them")
@@ -250,6 +257,16 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     writer.finish()
     report.seconds = time.time() - start_time
     return report
+
+
+def _check_window(window: int | None, tokens: layouts.Tokens, template: int, llm: str) -> None:
+    """Refuse padded sequences a sliding window would cut: the LLM windows (and its cache crops) by slot,
+    padding included, so the keys/values would no longer be those of the unpadded text."""
+    width = tokens.input_ids.shape[1]
+    if window is not None and width >= window:
+        raise ConfigError(f"--llm {llm}: its sliding-window attention ({window} tokens, config.json "
+                          f"sliding_window) is not longer than template {template}'s padded sequence ({width} "
+                          "tokens): such LLMs are supported only while every cached sequence fits in the window")
 
 
 def _canonical_order(classnames: list[str], num_templates: int) -> dict[tuple[str, int], int]:
