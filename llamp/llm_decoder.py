@@ -231,14 +231,20 @@ def check_supported(config: PretrainedConfig, stack: nn.Module, label: str = LLM
     """
     family = getattr(config, "model_type", type(config).__name__)
     problems = []
-    layer = stack.layers[0]  # every layer of a stack is built from the same class
-    attention = getattr(layer, "self_attn", None)
-    missing = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj")
-               if not isinstance(getattr(attention, n, None), nn.Module)]
-    if missing:
-        problems.append(f"its attention {type(attention).__name__} has no separate {'/'.join(missing)}")
-    if not isinstance(getattr(layer, "mlp", None), nn.Module):
-        problems.append(f"{type(layer).__name__} has no mlp")
+    layers = getattr(stack, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not layers:
+        problems.append(f"its decoder stack {type(stack).__name__} has no list of layers named 'layers'")
+    else:
+        layer = layers[0]  # every layer of a stack is built from the same class
+        attention = getattr(layer, "self_attn", None)
+        missing = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+                   if not isinstance(getattr(attention, n, None), nn.Module)]
+        if attention is None:
+            problems.append(f"its layer {type(layer).__name__} has no self_attn")
+        elif missing:
+            problems.append(f"its attention {type(attention).__name__} has no separate {'/'.join(missing)}")
+        if not isinstance(getattr(layer, "mlp", None), nn.Module):
+            problems.append(f"{type(layer).__name__} has no mlp")
     for name in ("norm", "rotary_emb"):
         if not isinstance(getattr(stack, name, None), nn.Module):
             problems.append(f"the model has no single {name}")
