@@ -37,8 +37,7 @@ class KgCoOp(ContextTrainer):
 
     def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> KgCoOpModel:
         c = self.trainer_cfg
-        print(f"KgCoOp hand-crafted prompts: {self.templates_line()}"
-              + ("" if c.ENSEMBLE else " (the first of the list only: ENSEMBLE False)"))
+        print(f"KgCoOp hand-crafted prompts: {self.templates_line()}")
         config = KgCoOpConfig(**context_fields(c), weight=c.WEIGHT, key_prefix=self.key_prefix)
         model = KgCoOpModel(clip.model, clip.tokenizer, classnames, config, self.templates.templates)
         self.describe(model)

@@ -37,8 +37,7 @@ class ZeroshotCLIP(ClipTrainer):
         self.clip = clip.model.to(self.device, self.weight_dtype)
         templates = self.templates.templates
         names = [class_prompt_name(c) for c in self.dm.dataset.classnames]
-        print(f"Zero-shot prompts: {self.templates_line()}"
-              + ("" if self.trainer_cfg.ENSEMBLE else " (the first of the list only: ENSEMBLE False)"))
+        print(f"Zero-shot prompts: {self.templates_line()}")
         with self.autocast():
             per_template = [F.normalize(clip.encode_text([t.format(c) for c in names]).float(), dim=-1)
                             for t in templates]

@@ -68,6 +68,7 @@ class TemplateChoice:
     templates: list[str]
     source: str  # "built-in", "config list" or the JSON file's absolute path
     sha256: str | None = None  # of the JSON file's bytes
+    listed: int = 0  # how many the dataset's list holds (more than ``templates`` when only the first is used)
 
     def describe(self) -> dict:
         return {"source": self.source, "sha256": self.sha256}
@@ -124,13 +125,14 @@ def configured_templates(setting: Any, dataset_name: str, key: str, ensemble: bo
     else:
         raise ConfigError(f"{key} must be empty, a list of templates or a JSON file path, got {setting!r}")
     if not ensemble:
-        choice = TemplateChoice(choice.templates[:1], choice.source, choice.sha256)
-    return choice
+        return TemplateChoice(choice.templates[:1], choice.source, choice.sha256, len(choice.templates))
+    return TemplateChoice(choice.templates, choice.source, choice.sha256, len(choice.templates))
 
 
 def describe_choice(choice: TemplateChoice, key: str) -> str:
     """One log line: how many templates, from where."""
     origin = {"built-in": f"our wording ({BUILTIN_FILE})", "config list": f"the list in {key}"}.get(
         choice.source, f"{choice.source} ({key})")
-    return f"{len(choice.templates)} template(s) from {origin}: {choice.templates[:3]}" + (
-        " ..." if len(choice.templates) > 3 else "")
+    count = f"{len(choice.templates)} template(s)" if choice.listed <= len(choice.templates) else \
+        f"the first of {choice.listed} templates (ENSEMBLE False)"
+    return f"{count} from {origin}: {choice.templates[:3]}" + (" ..." if len(choice.templates) > 3 else "")
