@@ -14,10 +14,11 @@ reported as one ``error:`` line with exit status 2.
 import argparse
 import os
 import sys
-import warnings
 
-# Dassl imports wilds, whose dependencies import the deprecated pkg_resources at start-up.
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+from llamp.quiet import quiet_logs
+
+# Before torch and Dassl are imported: their import-time warnings and, in a log file, progress bars.
+quiet_logs()
 
 import torch  # noqa: E402
 from dassl.config import clean_cfg, get_cfg_default  # noqa: E402
@@ -28,6 +29,7 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa:
 import trainers  # noqa: E402,F401  (registers the trainers)
 import vl_datasets  # noqa: E402,F401  (registers the datasets)
 from llamp.errors import ConfigError, MissingFileError  # noqa: E402
+from trainers.base import ClipTrainer  # noqa: E402
 from trainers.distributed import is_main_process  # noqa: E402
 from trainers.reproducibility import use_deterministic_algorithms  # noqa: E402
 
@@ -79,6 +81,17 @@ def check_registered(kind, name, registry, source):
         raise ConfigError(f"unknown {kind} {name!r} ({source}); registered: {', '.join(names)}")
 
 
+def check_trainer(name):
+    """An unknown trainer names this toolbox's prompt-learning trainers first, then Dassl's stock ones."""
+    names = sorted(TRAINER_REGISTRY.registered_names())
+    if name in names:
+        return
+    ours = [n for n in names if issubclass(TRAINER_REGISTRY.get(n), ClipTrainer)]
+    stock = [n for n in names if n not in ours]
+    raise ConfigError(f"unknown trainer {name!r} (--trainer); prompt-learning trainers: {', '.join(ours)} "
+                      f"(Dassl's own, not for CLIP: {', '.join(stock)})")
+
+
 def setup_cfg(args):
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)
@@ -91,7 +104,7 @@ def setup_cfg(args):
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, AssertionError) as e:
         raise ConfigError(f"command-line config options: {e}") from None
-    check_registered("trainer", cfg.TRAINER.NAME, TRAINER_REGISTRY, "--trainer")
+    check_trainer(cfg.TRAINER.NAME)
     check_registered("dataset", cfg.DATASET.NAME, DATASET_REGISTRY,
                      "DATASET.NAME, set by --dataset-config-file")
     clean_cfg(cfg, cfg.TRAINER.NAME)

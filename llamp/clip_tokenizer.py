@@ -14,6 +14,7 @@ from functools import lru_cache
 from transformers import CLIPTokenizer
 
 from .errors import MissingFileError
+from .quiet import ignore_pkg_resources_warning
 
 CONTEXT_LENGTH = 77
 BOS_TOKEN = "<|startoftext|>"
@@ -25,6 +26,7 @@ NUM_MERGES = 49408 - 2 * 256 - 2
 
 def bpe_file_path() -> str:
     """Path of the BPE table shipped inside the openai-clip package."""
+    ignore_pkg_resources_warning()  # openai-clip imports pkg_resources
     try:
         import clip  # the openai-clip package
     except ImportError as e:  # pragma: no cover - a dependency of the project

@@ -3,8 +3,13 @@
 Only the last N decoder layers and the final norm of the LLM are needed, so
 only those tensors are read from the checkpoint's safetensors shards; the
 rest of the (7B-parameter) model is never loaded. The layers are built from
-the model's own classes (on the meta device, then filled), so Llama, Mistral
-and Qwen chat models all work.
+the model's own classes (on the meta device, then filled), so whatever a
+family's layer does inside (biases, norms, soft-capping) is its own code.
+What the decoder must supply from outside is the attention mask, the
+positions and the rotary embedding: the mask honours each layer's sliding
+window (Mistral; Gemma-2's alternating layers), and families whose layers
+need anything else are refused by name (:func:`check_supported`). Tested
+families: ``TESTED_FAMILIES`` (tests/test_llm_families.py).
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ from . import knowledge_cache
 from .errors import ConfigError, MissingFileError
 
 LLM_PATH_KEY = "TRAINER.LLAMP.LLM_PATH"
+# model_type values whose tiny random models go through build, decoder and training in the tests.
+TESTED_FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma2")
+FULL_ATTENTION, SLIDING_ATTENTION = "full_attention", "sliding_attention"
 
 
 def resolve_llm_folder(path: str) -> str:
@@ -153,9 +161,7 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
     for j, i in enumerate(kept):
         wanted.update({name: f"layers.{j}.{inner}" for name, inner in per_layer[i].items()})
 
-    with torch.device("meta"):  # the architecture without allocating it
-        skeleton = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
-    stack = skeleton.get_decoder()
+    stack = decoder_stack(config, attn_implementation)  # an unusable family fails before any weights are read
     tail = nn.Module()
     tail.layers = nn.ModuleList([stack.layers[i] for i in kept])
     tail.norm = stack.norm
@@ -172,18 +178,109 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
     return DecoderTail(config, kept, tail.layers, tail.norm, rotary, folder, digests)
 
 
-def cache_attention_mask(cache_mask: torch.Tensor, num_new: int, dtype: torch.dtype) -> torch.Tensor:
+def cache_attention_mask(cache_mask: torch.Tensor, num_new: int, dtype: torch.dtype,
+                         window: int | None = None) -> torch.Tensor:
     """Additive mask ``[batch, 1, new, cached + new]`` for new tokens after a padded cache.
 
     New tokens see every real cached token (wherever padding sits: on the left
-    or in a gap), themselves and the new tokens before them.
+    or in a gap), themselves and the new tokens before them. With a sliding
+    ``window``, a token at position p sees only positions > p - window, as the
+    LLM's own layer does over an unpadded sequence (positions, not slots, so
+    padding does not narrow the window).
     """
-    batch = cache_mask.shape[0]
-    neg = torch.finfo(dtype).min
-    device = cache_mask.device
-    cached = torch.where(cache_mask.bool(), 0.0, neg).to(dtype)[:, None, None, :].expand(-1, 1, num_new, -1)
-    causal = torch.full((num_new, num_new), neg, dtype=dtype, device=device).triu(1)
-    return torch.cat([cached, causal[None, None].expand(batch, 1, -1, -1)], dim=-1)
+    real = cache_mask.bool()  # [batch, seq]
+    cached_positions = cache_mask.long().cumsum(-1) - 1  # [batch, seq] (meaningless on padding: masked)
+    steps = torch.arange(num_new, device=cache_mask.device)
+    new_positions = cache_mask.long().sum(-1, keepdim=True) + steps  # [batch, new]
+    sees_cached = real[:, None, :].expand(-1, num_new, -1)  # [batch, new, seq]
+    sees_new = (steps[:, None] >= steps[None, :])[None].expand(real.shape[0], -1, -1)  # [batch, new, new]
+    if window is not None:
+        sees_cached = sees_cached & (new_positions[:, :, None] - cached_positions[:, None, :] < window)
+        sees_new = sees_new & (steps[:, None] - steps[None, :] < window)[None]
+    visible = torch.cat([sees_cached, sees_new], dim=-1)[:, None]  # [batch, 1, new, seq + new]
+    return torch.zeros(visible.shape, dtype=dtype, device=cache_mask.device).masked_fill(
+        ~visible, torch.finfo(dtype).min)
+
+
+def layer_windows(config: PretrainedConfig, label: str = LLM_PATH_KEY) -> list[int | None]:
+    """Per decoder layer of the LLM: its sliding-window length, or None where it attends to everything.
+
+    Mistral slides in every layer when ``sliding_window`` is set; configs with
+    ``layer_types`` (Qwen2, Gemma-2, ...) say it per layer. Any other layer type
+    (chunked attention, ...) is refused by name.
+    """
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        return [window] * config.num_hidden_layers
+    unknown = sorted(set(types) - {FULL_ATTENTION, SLIDING_ATTENTION})
+    if unknown:
+        raise ConfigError(f"{config.model_type} LLMs are not supported by the prompt decoder ({label}): "
+                          f"layer types {unknown} (only full and sliding-window attention are)")
+    return [window if t == SLIDING_ATTENTION else None for t in types]
+
+
+def check_supported(config: PretrainedConfig, stack: nn.Module, label: str = LLM_PATH_KEY) -> None:
+    """One ConfigError line naming the family if its decoder layers cannot be driven from outside as ours are.
+
+    The decoder calls a layer with hidden states, an additive mask, positions,
+    the rotary ``(cos, sin)`` and a K/V cache, and trains q/o projections: a
+    layer without separate q/k/v/o projections, a model without one rotary
+    embedding and final norm, or a rotary embedding that differs per layer type
+    cannot be used that way.
+    """
+    family = getattr(config, "model_type", type(config).__name__)
+    problems = []
+    layers = getattr(stack, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not layers:
+        problems.append(f"its decoder stack {type(stack).__name__} has no list of layers named 'layers'")
+    else:
+        layer = layers[0]  # every layer of a stack is built from the same class
+        attention = getattr(layer, "self_attn", None)
+        missing = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+                   if not isinstance(getattr(attention, n, None), nn.Module)]
+        if attention is None:
+            problems.append(f"its layer {type(layer).__name__} has no self_attn")
+        elif missing:
+            problems.append(f"its attention {type(attention).__name__} has no separate {'/'.join(missing)}")
+        if not isinstance(getattr(layer, "mlp", None), nn.Module):
+            problems.append(f"{type(layer).__name__} has no mlp")
+    for name in ("norm", "rotary_emb"):
+        if not isinstance(getattr(stack, name, None), nn.Module):
+            problems.append(f"the model has no single {name}")
+    rotary = getattr(stack, "rotary_emb", None)
+    if rotary is not None and "layer_type" in inspect.signature(rotary.forward).parameters:
+        problems.append("its rotary embedding differs per layer type")
+    if problems:
+        raise ConfigError(f"{family} LLMs are not supported by the prompt decoder ({label}): "
+                          f"{'; '.join(problems)} (tested: {', '.join(TESTED_FAMILIES)})")
+
+
+def attention_implementation(config: PretrainedConfig, wanted: str, label: str = LLM_PATH_KEY) -> str:
+    """``wanted`` if the family's model class supports it; sdpa falls back to eager (Gemma-2: soft-capping)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        raise ConfigError(f"{getattr(config, 'model_type', type(config).__name__)} ({label}) is not a "
+                          "causal language model known to transformers") from None
+    if wanted == "sdpa" and not getattr(model_class, "_supports_sdpa", False):
+        return "eager"
+    return wanted
+
+
+def decoder_stack(config: PretrainedConfig, attn_implementation: str = "sdpa",
+                  label: str = LLM_PATH_KEY) -> nn.Module:
+    """The LLM's decoder stack built on the meta device (no memory, no weights), checked by
+    :func:`check_supported` and :func:`layer_windows`: a family the prompt decoder cannot drive fails here."""
+    attn_implementation = attention_implementation(config, attn_implementation, label)
+    with torch.device("meta"):  # the architecture without allocating it
+        skeleton = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    stack = skeleton.get_decoder()
+    check_supported(config, stack, label)
+    layer_windows(config, label)
+    return stack
 
 
 CACHE_KEYWORDS = ("cache", "past_key_values", "past_key_value")  # newest first, as transformers renamed it
@@ -242,6 +339,8 @@ class LLMPromptDecoder(nn.Module):
                     module.requires_grad_(train_layer_norms)
         self.norm.requires_grad_(train_final_norm)
         self.cache_keywords = [cache_keyword(layer) for layer in self.layers]
+        windows = layer_windows(tail.config)
+        self.windows = [windows[i] for i in self.layer_indices]  # each copied layer's sliding window (or None)
 
     @property
     def num_tokens(self) -> int:
@@ -262,11 +361,12 @@ class LLMPromptDecoder(nn.Module):
         lengths = cache_mask.long().sum(-1, keepdim=True)  # real tokens per row: the last position + 1
         positions = lengths + torch.arange(m, device=hidden.device)  # [batch, M]
         position_embeddings = self.rotary_emb(hidden, positions)
-        mask = cache_attention_mask(cache_mask, m, dtype)
-        for layer, keyword, k, v in zip(self.layers, self.cache_keywords, keys, values):
-            # A fresh cache per call: update() appends in place.
+        masks = {w: cache_attention_mask(cache_mask, m, dtype, w) for w in set(self.windows)}
+        for layer, keyword, window, k, v in zip(self.layers, self.cache_keywords, self.windows, keys, values):
+            # A fresh cache per call: update() appends in place. Built without the config, so no
+            # sliding-window layer crops it: the mask applies the window.
             cache = DynamicCache()
             cache.update(k.to(dtype), v.to(dtype), layer.self_attn.layer_idx)
-            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=position_embeddings,
-                           **{keyword: cache})
+            hidden = layer(hidden, attention_mask=masks[window], position_ids=positions,
+                           position_embeddings=position_embeddings, **{keyword: cache})
         return self.norm(hidden)

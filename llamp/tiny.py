@@ -21,6 +21,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .clip_tokenizer import CONTEXT_LENGTH, build_clip_tokenizer
+from .quiet import quiet_logs
 
 # Widths differ on purpose (text 64, vision 96, joint 48) so that a width mix-up fails loudly.
 # Heads follow OpenAI's 64-wide convention so the model round-trips through the .pt format.
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder to write clip/ and llm/ into")
     parser.add_argument("--force", action="store_true", help="overwrite existing models")
     args = parser.parse_args(argv)
+    quiet_logs()
     paths = write_tiny_models(args.out, force=args.force)
     print(json.dumps(paths))
 

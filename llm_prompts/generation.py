@@ -6,6 +6,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from llamp.quiet import progress_disabled
+
 from .layouts import Tokens
 
 
@@ -31,7 +33,7 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Tokens, max_new_tokens
     device = next(model.parameters()).device
     answers: list[str] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch",
-                      leave=False, disable=not progress):
+                      leave=False, disable=progress_disabled(progress)):
         batch = prompts.rows(slice(start, start + batch_size))
         input_ids = batch.input_ids.to(device)  # [batch, seq], left-padded
         output = model.generate(input_ids=input_ids, attention_mask=batch.attention_mask.to(device),

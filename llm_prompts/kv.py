@@ -6,6 +6,8 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
+from llamp.quiet import progress_disabled
+
 from .layouts import Tokens
 
 
@@ -27,7 +29,7 @@ def extract_kv(model: Any, tokens: Tokens, layers: Sequence[int], batch_size: in
     decoder = model.base_model  # the transformer without the LM head (no [batch, seq, vocab] logits)
     pieces: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = []
     for start in tqdm(range(0, len(tokens), batch_size), desc="keys/values", unit="batch",
-                      leave=False, disable=not progress):
+                      leave=False, disable=progress_disabled(progress)):
         batch = tokens.rows(slice(start, start + batch_size))  # the full padded width: rows stack below
         output = decoder(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                          position_ids=batch.position_ids.to(device), use_cache=True)

@@ -56,9 +56,10 @@ def summarize(folder: str, num_descriptions: int = 3, verify: bool = False) -> s
                      f"{int(lengths.min())}-{int(lengths.max())}, {human_bytes(entry['bytes'])}  {template}")
     targets = meta.get("targets")
     if targets:
+        source = (targets.get("clip_template_source") or {}).get("source", "built-in")
         lines.append(f"targets   [{cache.num_classes}, {targets['embed_dim']}] from CLIP "
                      f"{(targets.get('clip') or {}).get('source')}; {len(targets.get('clip_templates', []))} "
-                     "CLIP templates")
+                     f"CLIP templates ({'our wording' if source == 'built-in' else source})")
     else:
         lines.append("targets   (not built)")
 

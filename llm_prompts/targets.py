@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from llamp.clip_loading import LoadedCLIP
+from llamp.quiet import progress_disabled
 from llamp.templates import class_prompt_name
 
 
@@ -34,7 +35,7 @@ def distillation_targets(clip: LoadedCLIP, classnames: Sequence[str], phrases: S
     """Normalised targets ``[classes, embed]`` (fp32, CPU); ``phrases[i]`` belongs to ``classnames[i]``."""
     rows = []
     for classname, class_phrases in tqdm(list(zip(classnames, phrases)), desc="targets", unit="class",
-                                         leave=False, disable=not progress):
+                                         leave=False, disable=progress_disabled(progress)):
         features = clip.encode_text(target_sentences(clip_templates, classname, class_phrases),
                                     batch_size=batch_size)  # [sentences, embed]
         rows.append(F.normalize(F.normalize(features.float(), dim=-1).mean(0), dim=-1).cpu())

@@ -23,11 +23,12 @@ def test_zeroshot_clip_evaluates_each_subset(tiny_models, tmp_path_factory, subs
         assert "* accuracy:" in f.read()  # the log that result parsers read
 
 
-def test_unknown_trainer_lists_the_registered_ones(tmp_path):
+def test_unknown_trainer_lists_the_prompt_learning_trainers_first(tmp_path):
     proc = run_train("--root", str(tmp_path), "--trainer", "NoSuchTrainer",
                      "--dataset-config-file", "configs/datasets/synthetic.yaml", check=False)
     line = error_line(proc)
-    assert "NoSuchTrainer" in line and "ZeroshotCLIP" in line
+    ours = line.index("prompt-learning trainers: CoCoOp, CoOp, KgCoOp, LLaMP, MaPLe, PromptSRC, ZeroshotCLIP")
+    assert "NoSuchTrainer" in line and ours < line.index("ADDA")  # Dassl's stock trainers come after
 
 
 def test_unknown_dataset_lists_the_registered_ones(tmp_path):

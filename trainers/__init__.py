@@ -3,7 +3,11 @@ package that defines one) and its config defaults: adding a trainer is adding a 
 import importlib
 import pkgutil
 
-from .config import extend_cfg
+from llamp.quiet import ignore_pkg_resources_warning
+
+ignore_pkg_resources_warning()  # before Dassl is imported (its wilds import warns)
+
+from .config import extend_cfg  # noqa: E402
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

@@ -20,6 +20,7 @@ from dassl.engine import TrainerX
 
 from llamp.clip_loading import LoadedCLIP, load_clip
 from llamp.errors import ConfigError
+from llamp.templates import TemplateChoice, configured_templates, describe_choice
 
 from .checkpoint import BEST_NAME, epoch_file_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import is_main_process
@@ -122,6 +123,18 @@ class ClipTrainer(TrainerX):
         if max_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, max_norm)
         optimizer.step()
+
+    # ---- hand-written prompts --------------------------------------------
+    def choose_templates(self, cfg, ensemble: bool) -> TemplateChoice:
+        """The dataset's prompts from TRAINER.<NAME>.TEMPLATES (checked in check_cfg: a bad file fails
+        before anything is loaded); kept as ``self.templates`` and described by :meth:`templates_line`."""
+        key = f"TRAINER.{self.config_node}.TEMPLATES"
+        self.templates = configured_templates(cfg.TRAINER[self.config_node].TEMPLATES, cfg.DATASET.NAME, key,
+                                              ensemble=ensemble)
+        return self.templates
+
+    def templates_line(self) -> str:
+        return describe_choice(self.templates, f"TRAINER.{self.config_node}.TEMPLATES")
 
     # ---- backbone --------------------------------------------------------
     def load_clip(self) -> LoadedCLIP:

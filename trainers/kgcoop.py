@@ -7,7 +7,6 @@ from yacs.config import CfgNode as CN
 from llamp.baselines.kgcoop import KgCoOp as KgCoOpModel
 from llamp.baselines.kgcoop import KgCoOpConfig
 from llamp.clip_loading import LoadedCLIP
-from llamp.templates import zero_shot_templates
 
 from .config import config_defaults
 from .coop import ContextTrainer, context_config_node, context_fields
@@ -19,7 +18,10 @@ def add_kgcoop_config(cfg: CN) -> None:
     # lambda on the mean squared L2 distance between normalised learned and hand-crafted text
     # features. 4.0 reproduces the authors' release, which puts 8.0 on (1 - cos) = distance / 2.
     c.WEIGHT = 4.0
-    # Hand-crafted prompts: False, the dataset's first zero-shot template; True, the mean over all of them.
+    # The hand-crafted prompts: empty (None), our wording in llamp/templates/zero_shot.json; a list of
+    # templates with one '{}' each; or a JSON file, a list or dataset names (and "default") mapped to lists.
+    c.TEMPLATES = None
+    # False: the first of the dataset's TEMPLATES (a single prompt, as the release); True: the mean over all.
     c.ENSEMBLE = False
 
 
@@ -29,11 +31,14 @@ class KgCoOp(ContextTrainer):
 
     config_node = "KGCOOP"
 
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        self.choose_templates(cfg, ensemble=cfg.TRAINER.KGCOOP.ENSEMBLE)
+
     def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> KgCoOpModel:
         c = self.trainer_cfg
-        templates = zero_shot_templates(self.cfg.DATASET.NAME, c.ENSEMBLE)
-        print(f"KgCoOp hand-crafted prompts: {templates}")
+        print(f"KgCoOp hand-crafted prompts: {self.templates_line()}")
         config = KgCoOpConfig(**context_fields(c), weight=c.WEIGHT, key_prefix=self.key_prefix)
-        model = KgCoOpModel(clip.model, clip.tokenizer, classnames, config, templates)
+        model = KgCoOpModel(clip.model, clip.tokenizer, classnames, config, self.templates.templates)
         self.describe(model)
         return model

@@ -14,7 +14,6 @@ from llamp.baselines.promptsrc import (GaussianPromptAggregation, PromptSRCConfi
                                        gpa_weights)
 from llamp.clip_loading import LoadedCLIP
 from llamp.errors import ConfigError
-from llamp.templates import zero_shot_templates
 
 from .base import PRECISIONS
 from .checkpoint import load_checkpoint
@@ -36,6 +35,11 @@ def add_promptsrc_config(cfg: CN) -> None:
     c.TEXT_LOSS_WEIGHT = 25  # L1 to frozen CLIP's template-averaged text features
     c.IMAGE_LOSS_WEIGHT = 10  # L1 to frozen CLIP's image features
     c.KL_LOSS_WEIGHT = 1.0  # KL(frozen logits || prompted logits); 1 in the paper (no key in the release)
+    # Frozen CLIP's text targets average over these templates (textual diversity). Empty (None): our
+    # wording, the dataset's list in llamp/templates/zero_shot.json (the release averages a generic set of
+    # 60 for every dataset); a list of templates with one '{}' each; or a JSON file, a list or dataset
+    # names (and "default") mapped to lists.
+    c.TEMPLATES = None
     # GPA: epoch e (1-based) weighs N(e; GPA_MEAN, GPA_STD), normalised over 1..OPTIM.MAX_EPOCH.
     c.GPA_MEAN = 15
     c.GPA_STD = 1
@@ -57,6 +61,7 @@ class PromptSRC(PromptLearningTrainer):
         if c.PREC not in PRECISIONS:
             raise ConfigError(f"TRAINER.PROMPTSRC.PREC must be one of {PRECISIONS}, got {c.PREC!r}")
         gpa_weights(c.GPA_MEAN, c.GPA_STD, cfg.OPTIM.MAX_EPOCH)  # a bad GPA_STD fails before any loading
+        self.choose_templates(cfg, ensemble=True)
 
     def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> nn.Module:
         c = self.trainer_cfg
@@ -65,9 +70,8 @@ class PromptSRC(PromptLearningTrainer):
             prompt_depth_text=c.PROMPT_DEPTH_TEXT, prompt_depth_vision=c.PROMPT_DEPTH_VISION,
             text_loss_weight=c.TEXT_LOSS_WEIGHT, image_loss_weight=c.IMAGE_LOSS_WEIGHT,
             kl_loss_weight=c.KL_LOSS_WEIGHT)
-        templates = zero_shot_templates(self.cfg.DATASET.NAME, ensemble=True)
-        print(f"PromptSRC: text targets from frozen CLIP averaged over {len(templates)} templates")
-        return PromptSRCPromptLearner(clip.model, clip.tokenizer, classnames, templates, config)
+        print(f"PromptSRC: text targets from frozen CLIP averaged over {self.templates_line()}")
+        return PromptSRCPromptLearner(clip.model, clip.tokenizer, classnames, self.templates.templates, config)
 
     def build_model(self):
         super().build_model()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 from yacs.config import CfgNode as CN
 
-from llamp.templates import class_prompt_name, zero_shot_templates
+from llamp.templates import class_prompt_name
 
 from .base import ClipTrainer
 from .config import config_defaults
@@ -16,7 +16,10 @@ from .config import config_defaults
 def add_zeroshot_clip_config(cfg: CN) -> None:
     cfg.TRAINER.ZEROSHOTCLIP = CN()
     cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp32"  # fp32 | fp16 | bf16 | amp
-    # False: the dataset's first prompt only; True: average over all its prompts.
+    # The prompts: empty (None), our wording in llamp/templates/zero_shot.json; a list of templates
+    # with one '{}' each; or a JSON file, a list or dataset names (and "default") mapped to lists.
+    cfg.TRAINER.ZEROSHOTCLIP.TEMPLATES = None
+    # False: the first of the dataset's TEMPLATES only; True: average over all of them.
     cfg.TRAINER.ZEROSHOTCLIP.ENSEMBLE = False
 
 
@@ -26,12 +29,15 @@ class ZeroshotCLIP(ClipTrainer):
 
     config_node = "ZEROSHOTCLIP"
 
+    def check_cfg(self, cfg):
+        self.choose_templates(cfg, ensemble=cfg.TRAINER.ZEROSHOTCLIP.ENSEMBLE)
+
     def build_model(self):
         clip = self.load_clip()
         self.clip = clip.model.to(self.device, self.weight_dtype)
-        templates = zero_shot_templates(self.cfg.DATASET.NAME, self.trainer_cfg.ENSEMBLE)
+        templates = self.templates.templates
         names = [class_prompt_name(c) for c in self.dm.dataset.classnames]
-        print(f"Zero-shot prompts: {templates}")
+        print(f"Zero-shot prompts: {self.templates_line()}")
         with self.autocast():
             per_template = [F.normalize(clip.encode_text([t.format(c) for c in names]).float(), dim=-1)
                             for t in templates]

@@ -7,19 +7,24 @@ before merging config files, to add ``DATASET.SUBSAMPLE_CLASSES``.
 
 (Not named ``datasets``: that would shadow the Hugging Face package.)
 """
-from . import benchmarks, fgvc_aircraft, imagenet, synthetic  # noqa: F401  (registers the classes)
-from .common import (
+from llamp.quiet import ignore_pkg_resources_warning
+
+ignore_pkg_resources_warning()  # before Dassl is imported (its wilds import warns)
+
+from . import benchmarks, fgvc_aircraft, imagenet, synthetic  # noqa: E402,F401  (registers the classes)
+from .common import (  # noqa: E402
     SUBSAMPLE_CHOICES,
     SplitFileDataset,
     VLDataset,
     add_dataset_config,
     check_dataset_config,
+    dataset_config,
     fewshot_cache_path,
     read_split,
     sample_few_shot,
     subsample_classes,
 )
-from .synthetic import SYNTHETIC_CLASSNAMES, write_synthetic_dataset
+from .synthetic import SYNTHETIC_CLASSNAMES, write_synthetic_dataset  # noqa: E402
 
 __all__ = [
     "SUBSAMPLE_CHOICES",
@@ -28,6 +33,7 @@ __all__ = [
     "VLDataset",
     "add_dataset_config",
     "check_dataset_config",
+    "dataset_config",
     "fewshot_cache_path",
     "read_split",
     "sample_few_shot",

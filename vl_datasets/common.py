@@ -59,6 +59,31 @@ def _checked_subsample(mode: Any) -> str:
     return mode
 
 
+def dataset_config(root: str, dataset_config_file: str) -> Any:
+    """The Dassl cfg a command-line tool needs for one dataset: ``--dataset-config-file`` merged, DATASET.ROOT
+    set to ``root``, all classes and all images. Errors name the file."""
+    from dassl.config import get_cfg_default
+    from dassl.data.datasets import DATASET_REGISTRY
+
+    if not os.path.isfile(dataset_config_file):
+        raise MissingFileError(f"--dataset-config-file {dataset_config_file} does not exist")
+    cfg = get_cfg_default()
+    add_dataset_config(cfg)
+    try:
+        cfg.merge_from_file(dataset_config_file)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise ConfigError(f"{dataset_config_file}: {e}") from None
+    cfg.DATASET.ROOT = root
+    cfg.DATASET.NUM_SHOTS = -1
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+    cfg.VERBOSE = False
+    names = sorted(DATASET_REGISTRY.registered_names())
+    if cfg.DATASET.NAME not in names:
+        raise ConfigError(f"unknown dataset {cfg.DATASET.NAME!r} ({dataset_config_file}); registered: "
+                          f"{', '.join(names)}")
+    return cfg
+
+
 def dataset_root(cfg: Any) -> str:
     """The absolute folder named by ``cfg.DATASET.ROOT`` (``~`` expanded)."""
     return os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
