@@ -365,8 +365,9 @@ def serve(job: dict, conn) -> None:
         start = time.perf_counter()
         bench = BENCHES[job["method"]](job)
         model = getattr(bench, "model", None)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad) if model else None
         conn.send({"build_s": time.perf_counter() - start, "text_positions": bench.text_positions,
-                   "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad) if model else None})
+                   "trainable_params": trainable})
         actions = {
             "step": lambda: bench.step(images, labels),
             "parts": lambda: bench.parts(images),
@@ -597,7 +598,8 @@ def print_report(report: dict) -> None:
     device = cache["device_bytes_per_class"]
     print(f"\nKnowledge cache per class: {cache['disk_bytes_per_class'] / MB:.1f} MB on disk ({NUM_TEMPLATES} "
           f"templates, fp32); on the device for one step or one template of an evaluation "
-          f"{device['float32'] / MB:.2f} MB in fp32 (CPU), {device['bfloat16'] / MB:.2f} MB in bf16 (PREC bf16 on CUDA)")
+          f"{device['float32'] / MB:.2f} MB in fp32 (CPU), {device['bfloat16'] / MB:.2f} MB in bf16 "
+          "(PREC bf16 on CUDA)")
     for label, classes in EXTRAPOLATE.items():
         print(f"  {label} ({classes} classes): {classes * cache['disk_bytes_per_class'] / 1e9:.1f} GB on disk, "
               f"{classes * device['bfloat16'] / 1e9:.2f} GB of K/V per step on the GPU in bf16")
