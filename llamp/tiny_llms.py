@@ -102,7 +102,8 @@ FAMILIES: dict[str, TinyFamily] = {
         chat_markers=("<|start_header_id|>system<|end_header_id|>", "<|start_header_id|>assistant<|end_header_id|>")),
     "mistral": TinyFamily(
         "mistral", "mistral", dict(HIDDEN, num_key_value_heads=2, sliding_window=SLIDING_WINDOW, rms_norm_eps=1e-5),
-        bos="<s>", eos="</s>", unk="<unk>", chat_template=MISTRAL_CHAT, add_bos=True, chat_markers=("[INST]", "[/INST]")),
+        bos="<s>", eos="</s>", unk="<unk>", chat_template=MISTRAL_CHAT, add_bos=True,
+        chat_markers=("[INST]", "[/INST]")),
     "qwen2": TinyFamily(
         "qwen2", "qwen2", dict(HIDDEN, num_key_value_heads=2, rms_norm_eps=1e-6),
         bos=None, eos="<|im_end|>", pad="<|endoftext|>", end_of_turn="<|endoftext|>", chat_template=QWEN2_CHAT,

