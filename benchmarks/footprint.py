@@ -97,7 +97,7 @@ def main() -> None:
     from llamp.tiny import write_tiny_models
 
     work = tempfile.mkdtemp(prefix="llamp-footprint-")
-    tiny = write_tiny_models(os.path.join(work, "tiny"))
+    tiny = write_tiny_models(os.path.join(work, "tiny"), pretrained=False)
     classnames = [f"class {i}" for i in range(6)]
     demo_config = LLaMPConfig(num_llm_tokens=4, prompt_depth=2, num_visual_prompts=2, visual_prompt_depth=2,
                               lora_layers=(1,))

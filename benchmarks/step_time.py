@@ -83,7 +83,7 @@ def main() -> None:
     from llamp.tiny import write_tiny_models
 
     work = tempfile.mkdtemp(prefix="llamp-steps-")
-    tiny = write_tiny_models(os.path.join(work, "tiny"))
+    tiny = write_tiny_models(os.path.join(work, "tiny"), pretrained=False)
     data = os.path.join(work, "data")
     subprocess.run([sys.executable, "-m", "llm_prompts", "build", "--root", data, "--dataset-config-file",
                     os.path.join(REPO, "configs/datasets/synthetic.yaml"), "--llm", tiny["llm"],

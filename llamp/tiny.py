@@ -1,13 +1,18 @@
-"""Tiny random-weight models in Hugging Face format, for tests and the demo.
+"""Tiny models in Hugging Face format, for tests and the demo.
 
-    python -m llamp.tiny --out DIR
+    python -m llamp.tiny --out DIR [--random-weights]
 
 writes ``DIR/clip`` (a CLIP with the real 49408-token vocabulary and tokenizer
 files, 64-wide towers) and ``DIR/llm`` (a Llama chat model, hidden 64, with a
 small byte-level BPE tokenizer that has a chat template and, like LLaMA-2's,
 adds a BOS token when tokenising). Everything downstream loads them through
-the same code as the real models. The weights are random but deterministic,
-so two runs write identical tensors.
+the same code as the real models.
+
+The CLIP is pre-trained for half a minute on captioned Synthetic-style
+drawings (llamp/tiny_clip_pretraining.py), so that zero-shot accuracy on
+Synthetic is well above chance and prompt learning has something to improve;
+``--random-weights`` keeps the random-weight CLIP. The LLM's weights are random.
+Everything is seeded: two runs on one machine write identical tensors.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM, P
 
 from .clip_tokenizer import CONTEXT_LENGTH, build_clip_tokenizer
 from .quiet import quiet_logs
+from .tiny_clip_pretraining import pretrain_clip
 
 # Widths differ on purpose (text 64, vision 96, joint 48) so that a width mix-up fails loudly.
 # Heads follow OpenAI's 64-wide convention so the model round-trips through the .pt format.
@@ -92,11 +98,23 @@ def build_llm_tokenizer() -> PreTrainedTokenizerFast:
         unk_token=LLM_SPECIAL_TOKENS["unk"], chat_template=CHAT_TEMPLATE, model_max_length=1024)
 
 
-def write_tiny_clip(folder: str, seed: int = 0) -> None:
+PRETRAINING_RECORD = "pretraining.json"  # in a pre-trained tiny CLIP's folder: the recipe and its losses
+
+
+def write_tiny_clip(folder: str, seed: int = 0, pretrained: bool = True, log_every: int = 0) -> None:
     torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig(**TINY_CLIP)).eval()
-    model.save_pretrained(folder)
-    build_clip_tokenizer().save_pretrained(folder)
+    model = CLIPModel(CLIPConfig(**TINY_CLIP))
+    tokenizer = build_clip_tokenizer()
+    if pretrained:
+        record = pretrain_clip(model, tokenizer, log_every=log_every)
+        with open(os.path.join(folder, PRETRAINING_RECORD), "w") as f:
+            json.dump(record, f, indent=1)
+    model.eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def is_pretrained(clip_folder: str) -> bool:
+    return os.path.isfile(os.path.join(clip_folder, PRETRAINING_RECORD))
 
 
 def write_tiny_llm(folder: str, seed: int = 0, max_shard_size: str = "100KB") -> None:
@@ -110,13 +128,20 @@ def write_tiny_llm(folder: str, seed: int = 0, max_shard_size: str = "100KB") ->
     tokenizer.save_pretrained(folder)
 
 
-def write_tiny_models(out: str, force: bool = False) -> dict[str, str]:
-    """Write ``out/clip`` and ``out/llm`` (each atomically); keep existing ones unless ``force``."""
+def write_tiny_models(out: str, force: bool = False, pretrained: bool = True,
+                      log_every: int = 0) -> dict[str, str]:
+    """Write ``out/clip`` and ``out/llm`` (each atomically); keep existing ones unless ``force``.
+
+    An existing CLIP of the other kind (random weights where ``pretrained`` is asked, or the reverse)
+    is replaced.
+    """
     paths = {"clip": os.path.join(out, "clip"), "llm": os.path.join(out, "llm")}
-    writers = {"clip": write_tiny_clip, "llm": write_tiny_llm}
+    writers = {"clip": lambda folder: write_tiny_clip(folder, pretrained=pretrained, log_every=log_every),
+               "llm": write_tiny_llm}
     os.makedirs(out, exist_ok=True)
     for name, path in paths.items():
-        if os.path.isdir(path) and not force:
+        other_kind = name == "clip" and os.path.isdir(path) and is_pretrained(path) != pretrained
+        if os.path.isdir(path) and not force and not other_kind:
             continue
         tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=out)
         try:
@@ -134,9 +159,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to write clip/ and llm/ into")
     parser.add_argument("--force", action="store_true", help="overwrite existing models")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="keep the CLIP's random weights (skip its pre-training)")
+    parser.add_argument("--log-every", type=int, default=0, help="print the pre-training loss every N steps")
     args = parser.parse_args(argv)
     quiet_logs()
-    paths = write_tiny_models(args.out, force=args.force)
+    paths = write_tiny_models(args.out, force=args.force, pretrained=not args.random_weights,
+                              log_every=args.log_every)
     print(json.dumps(paths))
 
 

@@ -1,7 +1,9 @@
 """Shared fixtures: tiny models and synthetic data, written once per test session.
 
 Nothing here reaches the network: the hub is switched off before any
-Hugging Face import, and every model is built from a config with random weights.
+Hugging Face import, and every model is built from a config: with random
+weights (``tiny_models``), or with the CLIP pre-trained on Synthetic-style
+drawings as the demo's (``pretrained_tiny_models``, for the tests that check learning).
 """
 import os
 import sys
@@ -19,10 +21,18 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    """Paths of the tiny CLIP and Llama written by ``python -m llamp.tiny``."""
+    """Paths of the tiny random-weight CLIP and Llama written by ``python -m llamp.tiny --random-weights``."""
     from llamp.tiny import write_tiny_models
 
-    return write_tiny_models(str(tmp_path_factory.mktemp("tiny_models")))
+    return write_tiny_models(str(tmp_path_factory.mktemp("tiny_models")), pretrained=False)
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny_models(tmp_path_factory):
+    """The tiny models of ``python -m llamp.tiny``: the CLIP pre-trained (half a minute), the LLM random."""
+    from llamp.tiny import write_tiny_models
+
+    return write_tiny_models(str(tmp_path_factory.mktemp("pretrained_tiny_models")), pretrained=True)
 
 
 @pytest.fixture(scope="session")

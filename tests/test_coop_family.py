@@ -162,7 +162,7 @@ def trainer_args(tiny_models, root, out, trainer, *opts, subset="base", flags=()
             "--dataset-config-file", "configs/datasets/synthetic.yaml",
             "--config-file", f"configs/trainers/{trainer}/demo.yaml", "--output-dir", str(out), *flags,
             "MODEL.BACKBONE.PATH", tiny_models["clip"], "DATASET.SUBSAMPLE_CLASSES", subset,
-            "DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1", *opts]
+            "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1", *opts]
 
 
 def in_process_trainer(tiny_models, root, out, trainer, *opts, subset="base"):
@@ -187,9 +187,9 @@ EXPECTED_STATE = {
 @pytest.mark.parametrize("trainer", list(TRAINERS))
 def test_train_on_base_then_evaluate_on_new_through_train_py(tiny_models, data_root, tmp_path, trainer):
     base = run_train(*trainer_args(tiny_models, data_root, tmp_path / "base", trainer))
-    assert re.search(r"# classes\s+6\b", base.stdout) and 0 <= accuracy(base.stdout) <= 100
+    assert re.search(r"# classes\s+18\b", base.stdout) and accuracy(base.stdout) is not None
     losses = training_losses(base.stdout)
-    assert len(losses["loss"]) == 2 * (24 // {"CoOp": 8, "CoCoOp": 4, "KgCoOp": 16}[trainer])
+    assert len(losses["loss"]) == 2 * (18 * 2 // {"CoOp": 8, "CoCoOp": 4, "KgCoOp": 16}[trainer])
     if trainer == "KgCoOp":
         assert "kg" in losses and all(v > 0 for v in losses["kg"])  # demo: "a photo of a" vs "a picture of a"
     checkpoint = tmp_path / "base" / "prompt_learner" / "model.pth.tar-2"
@@ -198,7 +198,7 @@ def test_train_on_base_then_evaluate_on_new_through_train_py(tiny_models, data_r
 
     new = run_train(*trainer_args(tiny_models, data_root, tmp_path / "new", trainer, subset="new", flags=(
         "--eval-only", "--model-dir", str(tmp_path / "base"), "--load-epoch", "2")))
-    assert re.search(r"# classes\s+6\b", new.stdout) and 0 <= accuracy(new.stdout) <= 100
+    assert re.search(r"# classes\s+18\b", new.stdout) and accuracy(new.stdout) is not None
     assert f"Load {checkpoint}" in new.stdout
 
 

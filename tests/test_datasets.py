@@ -364,31 +364,36 @@ def test_synthetic_write_is_deterministic_and_leaves_global_random_alone(tmp_pat
     assert files_a == tree(b)
 
     split = json.loads(files_a["split_synthetic.json"])
-    assert {k: len(v) for k, v in split.items()} == {"train": 12 * 24, "val": 12 * 6, "test": 12 * 10}
-    assert split["train"][0] == ["red_circle/0.png", 0, "red circle"]
+    assert {k: len(v) for k, v in split.items()} == {"train": 36 * 24, "val": 36 * 4, "test": 36 * 20}
+    assert split["train"][0] == ["red_circle/0.jpg", 0, "red circle"]
     assert sorted({(y, c) for _, y, c in split["test"]}) == list(enumerate(vl_datasets.SYNTHETIC_CLASSNAMES))
-    img = Image.open(a / "images" / "red_circle" / "0.png")
+    img = Image.open(a / "images" / "red_circle" / "0.jpg")
     assert img.size == (64, 64) and img.mode == "RGB"
+    assert sum(len(data) for data in files_a.values()) < 5e6  # a few MB
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["synthetic"]  # no temp folder left
 
 
 def test_synthetic_builds_through_dassl_with_few_shot_and_base(tmp_path):
     random.seed(1)
     ds = build_dataset(make_cfg(tmp_path, "Synthetic", shots=4, subsample="base"))
-    assert ds.classnames == list(vl_datasets.SYNTHETIC_CLASSNAMES[:6])
-    assert per_label(ds.train_x) == {i: 4 for i in range(6)}
-    assert per_label(ds.val) == {i: 4 for i in range(6)}
-    assert per_label(ds.test) == {i: 10 for i in range(6)}
+    assert ds.classnames == list(vl_datasets.SYNTHETIC_CLASSNAMES[:18])
+    assert per_label(ds.train_x) == {i: 4 for i in range(18)}
+    assert per_label(ds.val) == {i: 4 for i in range(18)}
+    assert per_label(ds.test) == {i: 20 for i in range(18)}
     assert (tmp_path / "synthetic" / "split_fewshot" / "shot_4-seed_1.json").is_file()
 
-    # The base half holds every colour and every shape; new classes are new combinations.
-    base = [c.split() for c in ds.classnames]
-    assert {c for c, _ in base} == {"red", "green", "blue"}
-    assert {s for _, s in base} == {"circle", "square", "triangle", "cross"}
-
     new = build_dataset(make_cfg(tmp_path, "Synthetic", subsample="new"))  # reuses the written folder
-    assert new.classnames == list(vl_datasets.SYNTHETIC_CLASSNAMES[6:])
-    assert len(new.train_x) == 6 * 24
+    assert new.classnames == list(vl_datasets.SYNTHETIC_CLASSNAMES[18:])
+    assert len(new.train_x) == 18 * 24
+
+    # Each half holds every colour and every shape, three times each; new classes are new combinations.
+    colours, shapes = {"red", "orange", "yellow", "green", "blue", "purple"}, {"circle", "square", "triangle",
+                                                                                "cross", "star", "ring"}
+    for half in (ds.classnames, new.classnames):
+        pairs = [tuple(c.split()) for c in half]
+        assert sorted(c for c, _ in pairs) == sorted([c for c in colours for _ in range(3)])
+        assert sorted(s for _, s in pairs) == sorted([s for s in shapes for _ in range(3)])
+    assert not set(ds.classnames) & set(new.classnames)
 
 
 def test_interrupted_synthetic_write_leaves_no_half_dataset(tmp_path, monkeypatch):
@@ -408,7 +413,7 @@ def test_interrupted_synthetic_write_leaves_no_half_dataset(tmp_path, monkeypatc
 
     monkeypatch.setattr(synthetic, "_draw", real_draw)
     ds = build(tmp_path, "Synthetic")
-    assert len(ds.train_x) == 12 * 24
+    assert len(ds.train_x) == 36 * 24
 
 
 def test_synthetic_refuses_a_foreign_folder(tmp_path):

@@ -25,12 +25,13 @@ from llm_prompts.queries import TEMPLATES_FILE, chat_prompt, query_templates
 SYNTHETIC_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "configs", "datasets", "synthetic.yaml")
 NUM_TEMPLATES = 11
+NUM_CLASSES = 36  # Synthetic
 
 
 def build_argv(root, models, *extra):
-    # 16 new tokens keep the tests fast; 5 per batch gives 3 batches of different padded lengths.
+    # 16 new tokens keep the tests fast; 16 per batch gives 3 batches of different padded lengths.
     return ["build", "--root", str(root), "--dataset-config-file", SYNTHETIC_YAML, "--llm", models["llm"],
-            "--clip", models["clip"], "--max-new-tokens", "16", "--batch-size", "5", "--device", "cpu",
+            "--clip", models["clip"], "--max-new-tokens", "16", "--batch-size", "16", "--device", "cpu",
             "--quiet", *extra]
 
 
@@ -137,9 +138,9 @@ def test_build_writes_a_complete_cache(built, tiny_models):
     assert cache.num_templates == NUM_TEMPLATES and cache.query_templates == query_templates("Synthetic")
     assert cache.layer_indices == [1] and cache.dtype == torch.float32
     targets = cache.targets()
-    assert targets.shape == (12, 48) and torch.allclose(targets.norm(dim=-1), torch.ones(12))
+    assert targets.shape == (NUM_CLASSES, 48) and torch.allclose(targets.norm(dim=-1), torch.ones(NUM_CLASSES))
     records = list(read_descriptions(os.path.join(built, DESCRIPTIONS_FILE)).values())
-    assert len(records) == 12 * NUM_TEMPLATES
+    assert len(records) == NUM_CLASSES * NUM_TEMPLATES
     first = records[0]
     assert first["question"] == "In one sentence, " + first["template"].format(first["class"])
     assert first["answer_start"] == f"The {first['class']} appears as"
@@ -228,7 +229,7 @@ def test_release_sequence_equals_one_built_by_hand_from_the_tokenizer(tmp_path, 
 def test_inspect_prints_a_summary(built, capsys):
     assert main(["inspect", built, "--verify"]) == 0
     out = capsys.readouterr().out
-    assert "Synthetic: 12 classes" in out and "t10  K,V [12, 2," in out and "bytes" in out
+    assert f"Synthetic: {NUM_CLASSES} classes" in out and f"t10  K,V [{NUM_CLASSES}, 2," in out and "bytes" in out
     assert "appears as" in out
     assert "layout    release: [pad][prompt][pad][BOS noun phrases]" in out
     assert "dtype     float32 (the LLM ran in it" in out
@@ -254,7 +255,7 @@ def test_interrupted_build_resumes_without_redoing_finished_work(tmp_path, tiny_
     assert main(argv) == 0
     prompts = [p for args, _ in generate.calls for p in decoded(llm[1], args[2])]
     templates = query_templates("Synthetic")
-    assert len(prompts) == 12 * (NUM_TEMPLATES - 2)  # templates 0 and 1 had their answers already
+    assert len(prompts) == NUM_CLASSES * (NUM_TEMPLATES - 2)  # templates 0 and 1 had their answers already
     assert not any(templates[t].format("red circle") in p for p in prompts for t in (0, 1))
     assert len(extract.calls) == NUM_TEMPLATES - 1  # template 0 was kept as it was
     again = os.stat(os.path.join(out, kv_file_name(0)))
@@ -278,7 +279,7 @@ def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_
     shutil.copytree(built, out)
     before = KnowledgeCache.open(out)
     old_targets = before.targets()
-    old_kv = {c: before.kv(2, [c], trim=True) for c in range(12)}
+    old_kv = {c: before.kv(2, [c], trim=True) for c in range(NUM_CLASSES)}
     edited_class, path = 2, os.path.join(out, DESCRIPTIONS_FILE)
     lines = open(path).read().splitlines()
     for i, line in enumerate(lines):
@@ -300,7 +301,7 @@ def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_
     record = read_descriptions(path)[(after.classnames[edited_class], 2)]
     assert record["noun_phrases"] == ["a bright blue wedge", "three sharp corners"]
     check_against_forward(after, llm, edited_class, 2, layer=1)
-    for c in range(12):
+    for c in range(NUM_CLASSES):
         # The release layout pads noun phrases to the template's longest: compare real tokens only.
         new, old = after.kv(2, [c], trim=True), old_kv[c]
         new_real, old_real = new.mask[0].bool(), old.mask[0].bool()
@@ -315,7 +316,7 @@ def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_
         with open(os.path.join(out, kv_file_name(t)), "rb") as a, open(os.path.join(built, kv_file_name(t)), "rb") as b:
             assert a.read() == b.read()
     new_targets = after.targets()
-    others = [c for c in range(12) if c != edited_class]
+    others = [c for c in range(NUM_CLASSES) if c != edited_class]
     assert (new_targets[edited_class] - old_targets[edited_class]).abs().max() > 1e-4
     assert torch.allclose(new_targets[others], old_targets[others], atol=1e-6)
 
@@ -332,7 +333,8 @@ def test_noun_phrases_of_another_method_are_kept_with_a_note(built, tmp_path, ti
     capsys.readouterr()
     assert main(build_argv(data_root, tiny_models, "--out", out, "--spacy-model", "none")) == 0
     assert extract.calls == []  # the stored phrases (and so the sequences) were kept
-    assert f"note: {12 * NUM_TEMPLATES} stored noun-phrase lists were not made by rules" in capsys.readouterr().err
+    note = f"note: {NUM_CLASSES * NUM_TEMPLATES} stored noun-phrase lists were not made by rules"
+    assert note in capsys.readouterr().err
 
 
 def test_regenerate_generates_every_answer_again(built, tmp_path, tiny_models, data_root, monkeypatch):
@@ -343,7 +345,7 @@ def test_regenerate_generates_every_answer_again(built, tmp_path, tiny_models, d
     monkeypatch.setattr(generation, "generate_answers", generate)
     monkeypatch.setattr(kv, "extract_kv", extract)
     assert main(build_argv(data_root, tiny_models, "--out", out, "--regenerate")) == 0
-    assert sum(len(args[2]) for args, _ in generate.calls) == 12 * NUM_TEMPLATES
+    assert sum(len(args[2]) for args, _ in generate.calls) == NUM_CLASSES * NUM_TEMPLATES
     # Greedy decoding gives the same answers, hence the same inputs: the keys/values are kept.
     assert extract.calls == []
 
@@ -383,7 +385,7 @@ def test_own_query_templates_rebuild_only_what_they_change(tmp_path, tiny_models
     monkeypatch.setattr(kv, "extract_kv", extract)
     assert main(argv) == 0
     prompts = [p for args, _ in generate.calls for p in decoded(llm[1], args[2])]
-    assert len(prompts) == 12 and all("recognise a " in p and "at a glance?" in p for p in prompts)
+    assert len(prompts) == NUM_CLASSES and all("recognise a " in p and "at a glance?" in p for p in prompts)
     assert len(extract.calls) == 1
     for t in (0, 2):
         again = os.stat(os.path.join(out, kv_file_name(t)))
@@ -398,7 +400,7 @@ def test_own_query_templates_rebuild_only_what_they_change(tmp_path, tiny_models
     write_query_file(file, templates, system="You are an expert on shapes.")
     generate.calls.clear(), extract.calls.clear()
     assert main(argv) == 0
-    assert sum(len(args[2]) for args, _ in generate.calls) == 12 * 3 and len(extract.calls) == 3
+    assert sum(len(args[2]) for args, _ in generate.calls) == NUM_CLASSES * 3 and len(extract.calls) == 3
 
 
 def test_build_dtype_is_what_the_llm_runs_in(tmp_path, tiny_models, data_root, monkeypatch):
@@ -428,7 +430,7 @@ def test_build_dtype_is_what_the_llm_runs_in(tmp_path, tiny_models, data_root, m
     monkeypatch.setattr(generation, "generate_answers", generate)
     assert main(argv[:-2]) == 0
     assert loaded == [torch.bfloat16, torch.float32]
-    assert sum(len(args[2]) for args, _ in generate.calls) == 12
+    assert sum(len(args[2]) for args, _ in generate.calls) == NUM_CLASSES
     cache = KnowledgeCache.open(out)
     assert cache.dtype == torch.float32 and cache.kv(0, [0]).layers[0][0].dtype == torch.float32
 
