@@ -1,4 +1,4 @@
-"""The LLaMP model: LLM-decoded prompts in a deep-prompted CLIP, and its four-term loss.
+"""The LLaMP model: LLM-decoded prompts in a deep-prompted CLIP, trained with the self-regulating loss.
 
 Per class, M learned tokens are decoded by the LLM's last layers over that
 class's knowledge cache (``llm_decoder``) and projected into CLIP's text width
@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .llm_decoder import DecoderTail, LLMPromptDecoder
 from .prompted_clip import (PromptedTextEncoder, PromptedVisionEncoder, add_vision_lora, lora_disabled,
                             replace_positions)
+from .self_regulation import self_regulating_losses
 from .templates import class_prompt_name
 
 INIT_LOGIT_SCALE = math.log(100.0)
@@ -216,8 +217,8 @@ class LLaMP(nn.Module):
         image = F.normalize(self.image_features(images).float(), dim=-1)
         teacher = F.normalize(self.teacher_image_features(images).float(), dim=-1)
         c = self.config
-        return compute_losses(text, image, teacher, F.normalize(targets.float(), dim=-1), labels,
-                              scale, c.text_l1_weight, c.image_l1_weight, c.kl_weight)
+        return self_regulating_losses(text, image, teacher, F.normalize(targets.float(), dim=-1), labels,
+                                      scale, c.text_l1_weight, c.image_l1_weight, c.kl_weight)
 
     # ---- inference -------------------------------------------------------
     def class_probabilities(self, images: torch.Tensor, text_per_template: torch.Tensor) -> torch.Tensor:
@@ -231,22 +232,3 @@ class LLaMP(nn.Module):
             logits = logits * self.scale().float()
         return logits.softmax(dim=-1).mean(dim=0)
 
-
-def compute_losses(text: torch.Tensor, image: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
-                   labels: torch.Tensor, scale: torch.Tensor, text_l1_weight: float, image_l1_weight: float,
-                   kl_weight: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """CE + self-regulating terms from normalised features: text/targets ``[C, e]``, image/teacher ``[B, e]``.
-
-    The objective of LLaMP (which takes the regulating terms from PromptSRC, whose objective it also is).
-    """
-    logits = scale * image @ text.t()  # [B, C]
-    teacher_logits = scale * teacher @ targets.t()  # frozen image features against the targets
-    kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
-                  reduction="sum", log_target=True) / logits.numel()  # per element, as in the release
-    losses = {
-        "ce": F.cross_entropy(logits, labels),
-        "text_l1": text_l1_weight * F.l1_loss(text, targets),
-        "image_l1": image_l1_weight * F.l1_loss(image, teacher),
-        "kl": kl_weight * kl,
-    }
-    return losses, logits

@@ -6,8 +6,9 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from llamp.clip_loading import load_clip
 from llamp.llm_decoder import load_decoder_tail
-from llamp.model import LLaMP, LLaMPConfig, compute_losses
+from llamp.model import LLaMP, LLaMPConfig
 from llamp.prompted_clip import PromptedTextEncoder
+from llamp.self_regulation import self_regulating_losses
 
 CLASSNAMES = ["red circle", "blue square", "green triangle"]
 SMALL = dict(num_llm_tokens=3, prompt_depth=2, num_visual_prompts=2, visual_prompt_depth=2, lora_layers=(1,))
@@ -181,7 +182,7 @@ def test_loss_terms_match_a_direct_computation():
     text, targets = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)
     image, teacher = F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(3, 8), dim=-1)
     labels, scale = torch.tensor([0, 4, 2]), torch.tensor(100.0)
-    losses, logits = compute_losses(text, image, teacher, targets, labels, scale, 25.0, 10.0, 2.5)
+    losses, logits = self_regulating_losses(text, image, teacher, targets, labels, scale, 25.0, 10.0, 2.5)
 
     student = [[100.0 * float(image[b] @ text[c]) for c in range(5)] for b in range(3)]
     teach = [[100.0 * float(teacher[b] @ targets[c]) for c in range(5)] for b in range(3)]

@@ -17,8 +17,8 @@ same towers called without prompts, so it never drifts):
   * ``image_l1``: L1 between normalised prompted and frozen image features;
   * ``kl``: KL(frozen logits || prompted logits) per element, the frozen logits
     being frozen image features against the template-averaged text features.
-This is the same objective as LLaMP's (which took these terms from PromptSRC),
-so ``llamp.model.compute_losses`` computes it. Weights per the paper: text 25,
+This is the same objective as LLaMP's (which took these terms from PromptSRC):
+``llamp.self_regulation`` computes it for both. Weights per the paper: text 25,
 image 10, logits 1.
 
 Gaussian prompt aggregation (GPA): the prompts at the end of epoch ``e``
@@ -38,8 +38,8 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from ..clip_tokenizer import CONTEXT_LENGTH
 from ..errors import ConfigError
-from ..model import compute_losses
 from ..prompted_clip import PromptedTextEncoder, PromptedVisionEncoder, replace_positions
+from ..self_regulation import self_regulating_losses
 from ..templates import class_prompt_name
 from .maple import PROMPT_INIT_STD, check_depth, class_sentences
 
@@ -128,8 +128,8 @@ class PromptSRCPromptLearner(nn.Module):
         image = F.normalize(self.image_features(images).float(), dim=-1)
         frozen_image = F.normalize(self.frozen_image_features(images).float(), dim=-1)
         c = self.config
-        return compute_losses(text, image, frozen_image, self.frozen_text_features, labels, self.logit_scale,
-                              c.text_loss_weight, c.image_loss_weight, c.kl_loss_weight)
+        return self_regulating_losses(text, image, frozen_image, self.frozen_text_features, labels,
+                                      self.logit_scale, c.text_loss_weight, c.image_loss_weight, c.kl_loss_weight)
 
 
 @torch.no_grad()
