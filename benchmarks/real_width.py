@@ -208,7 +208,7 @@ class LLaMPBench:
         self.params = [p for g in self.optim.param_groups for p in g["params"]]
         self.grad_clip = c.GRAD_CLIP
         self.draw = random.Random(0)  # template per step, as the trainer draws it
-        self.text_positions = int(self.model.input_ids.shape[1])
+        self.text_positions = int(self.model.prompts.input_ids.shape[1])
         self.model.train()
 
     def template_kv(self, template: int):
@@ -285,7 +285,7 @@ class MaPLeBench:
                                                 job["classnames"])
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optim = build_optimizer(self.model, cfg.OPTIM, param_groups=[{"params": trainable}])
-        self.text_positions = int(self.model.input_ids.shape[1])
+        self.text_positions = int(self.model.prompts.input_ids.shape[1])
         self.model.train()
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

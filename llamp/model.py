@@ -3,7 +3,8 @@
 Per class, M learned tokens are decoded by the LLM's last layers over that
 class's knowledge cache (``llm_decoder``) and projected into CLIP's text width
 for each of the first D text layers. The class prompt is laid out as in the
-authors' release (DESIGN.md §2), position ids written out:
+authors' release (DESIGN.md §2), in ``llamp.class_prompts``'s layout with M
+slots and no suffix, position ids written out:
 
     token     <SOT>  ctx_1 .. ctx_4  name_1 .. name_n  llm_1 .. llm_M  <EOT>
     position    0    (carried)       5 .. 4+n          (none)          5+n
@@ -24,13 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
-from .clip_tokenizer import CONTEXT_LENGTH
+from .class_prompts import ClassPrompts, class_prompt_layout
 from .errors import ConfigError
 from .llm_decoder import DecoderTail, LLMPromptDecoder
-from .prompted_clip import (PromptedTextEncoder, PromptedVisionEncoder, add_vision_lora, lora_disabled,
-                            replace_positions)
+from .prompt_learner import PromptLearner, check_depth
+from .prompted_clip import add_vision_lora, lora_disabled
 from .self_regulation import self_regulating_losses
-from .templates import class_prompt_name
 
 INIT_LOGIT_SCALE = math.log(100.0)
 # The release clamps the logit-scale parameter itself to [0, 4.605] (scale <= 99.98) before every forward.
@@ -83,24 +83,18 @@ def _kaiming_per_layer(layers: int, tokens: int, width: int) -> nn.Parameter:
     return p
 
 
-class LLaMP(nn.Module):
+class LLaMP(PromptLearner):
     def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, tail: DecoderTail,
                  classnames: list[str], config: LLaMPConfig):
-        super().__init__()
+        super().__init__(clip)
         self.config = config
-        clip.requires_grad_(False)
-        # Only the towers are registered (not CLIPModel itself, whose 0-d logit_scale DeepSpeed cannot broadcast).
         self.embed_dim = clip.config.projection_dim
-        self.text_encoder = PromptedTextEncoder(clip)
-        self.vision_encoder = PromptedVisionEncoder(clip)
-        text_layers = len(self.text_encoder.layers)
         vision_layers = len(self.vision_encoder.layers)
-        if not 1 <= config.prompt_depth <= text_layers:
-            raise ConfigError(f"TRAINER.LLAMP.PROMPT_DEPTH {config.prompt_depth} must be in 1..{text_layers}")
-        if not 0 <= config.visual_prompt_depth <= vision_layers:
-            raise ConfigError(f"TRAINER.LLAMP.VISUAL_PROMPT_DEPTH must be in 0..{vision_layers}")
+        check_depth(config.prompt_depth, len(self.text_encoder.layers), "TRAINER.LLAMP.PROMPT_DEPTH")
+        check_depth(config.visual_prompt_depth, vision_layers, "TRAINER.LLAMP.VISUAL_PROMPT_DEPTH", minimum=0)
         if any(not 0 <= i < vision_layers for i in config.lora_layers):
-            raise ConfigError(f"TRAINER.LLAMP.LORA_LAYERS {list(config.lora_layers)} must lie in 0..{vision_layers - 1}")
+            raise ConfigError(f"TRAINER.LLAMP.LORA_LAYERS {list(config.lora_layers)} must lie in "
+                              f"0..{vision_layers - 1}")
         width, llm_hidden = self.text_encoder.width, tail.config.hidden_size
         depth, m = config.prompt_depth, config.num_llm_tokens
 
@@ -112,7 +106,9 @@ class LLaMP(nn.Module):
         self.projections = nn.ModuleList(nn.Linear(llm_hidden, width, bias=False) for _ in range(depth))
         self.projection_bias = _kaiming_per_layer(depth, m, width)
 
-        context_ids = tokenizer(config.context_init, add_special_tokens=False).input_ids
+        self.prompts = ClassPrompts(class_prompt_layout(tokenizer, classnames, config.context_init, suffix="",
+                                                        slots=m, trim=True, keys="TRAINER.LLAMP.NUM_LLM_TOKENS"))
+        context_ids = self.prompts.context_ids
         self.num_context = len(context_ids)
         with torch.no_grad():  # token + position embeddings of the init words at positions 1..n_ctx
             embeddings = self.text_encoder.embeddings
@@ -129,57 +125,16 @@ class LLaMP(nn.Module):
         # shape [1], not a 0-d scalar: DeepSpeed broadcasts parameters as byte views
         self.logit_scale = nn.Parameter(torch.tensor([INIT_LOGIT_SCALE]))
 
-        self._set_classnames(tokenizer, classnames)
-
-    # ---- class prompts ---------------------------------------------------
-    def _set_classnames(self, tokenizer: CLIPTokenizer, classnames: list[str]) -> None:
-        """Token ids, position ids and slot indices of the release's layout (module docstring) per class.
-
-        Only as many positions as the longest class needs are kept: the tower is
-        causal and read at <EOT>, so what follows a class's <EOT> cannot reach it.
-        """
-        m, n_ctx = self.config.num_llm_tokens, self.num_context
-        texts = [f"{self.config.context_init} {class_prompt_name(c)}" for c in classnames]
-        natural = tokenizer(texts).input_ids  # <SOT> context name <EOT>, at their natural positions
-        too_long = [c for c, ids in zip(classnames, natural) if len(ids) + m > CONTEXT_LENGTH]
-        if too_long:
-            raise ConfigError(f"class names too long for CLIP's {CONTEXT_LENGTH} tokens with {m} LLM prompt "
-                              f"slots (TRAINER.LLAMP.NUM_LLM_TOKENS): {too_long[:3]}")
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        seq = max(len(ids) for ids in natural) + m
-        rows, positions, slots, eos = [], [], [], []
-        for ids in natural:
-            body = len(ids) - 1  # <SOT>, context and name: everything before <EOT>
-            # the slots' own ids and position ids never count: their vectors are replaced after positions
-            row = ids[:-1] + [pad] * m + ids[-1:]
-            rows.append(row + [pad] * (seq - len(row)))
-            positions.append(list(range(body)) + [0] * m + [body] + [0] * (seq - len(row)))
-            slots.append(list(range(body, body + m)))
-            eos.append(body + m)
-        self.classnames = list(classnames)
-        self.register_buffer("input_ids", torch.tensor(rows), persistent=False)  # [C, seq]
-        self.register_buffer("position_ids", torch.tensor(positions), persistent=False)  # [C, seq]
-        self.register_buffer("eos_positions", torch.tensor(eos), persistent=False)  # [C]
-        self.register_buffer("slot_positions", torch.tensor(slots), persistent=False)  # [C, M]
-        ctx = torch.arange(1, 1 + n_ctx).expand(len(classnames), -1)
-        self.register_buffer("context_positions", ctx.contiguous(), persistent=False)  # [C, n_ctx]
-
     # ---- features --------------------------------------------------------
     def text_features(self, keys: list[torch.Tensor], values: list[torch.Tensor],
                       cache_mask: torch.Tensor) -> torch.Tensor:
         """LLaMP text features ``[C, embed]`` from one template's cache for the model's C classes."""
         decoded = self.decoder(keys, values, cache_mask)  # [C, M, llm_hidden]
-        n_cls = decoded.shape[0]
         dtype = self.projection_bias.dtype
         prompts = [proj(decoded.to(dtype)) + self.projection_bias[d] for d, proj in enumerate(self.projections)]
-        contexts = [self.context, *self.deep_context]  # per layer, each [n_ctx, width]
-        injections = {  # layer 0 included: these replace the tokens after position embeddings are added
-            d: [(self.context_positions, contexts[d].unsqueeze(0).expand(n_cls, -1, -1)),
-                (self.slot_positions, prompts[d])]
-            for d in range(self.config.prompt_depth)
-        }
-        embeds = self.text_encoder.token_embedding(self.input_ids)  # [C, seq, width]
-        return self.text_encoder(embeds, self.eos_positions, injections, self.position_ids)
+        # layer 0 included, the context and the LLM prompts replace their tokens after positions are added
+        return self.prompts.text_features(self.text_encoder, [self.context, *self.deep_context], prompts,
+                                          context_has_positions=True)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Tuned image features ``[batch, embed]`` (visual prompts and LoRA)."""

@@ -96,7 +96,7 @@ def test_text_features_follow_the_release_layout(tiny_models):
     assert (ours - expected).abs().max() < 1e-5
     # the tower runs over the longest class's layout only, not CLIP's 77 tokens
     longest = max(len(clip.tokenizer("a photo of a " + n.replace("_", " ")).input_ids) for n in RELEASE_CLASSNAMES)
-    assert model.input_ids.shape[1] == longest + model.config.num_llm_tokens < 77
+    assert model.prompts.input_ids.shape[1] == longest + model.config.num_llm_tokens < 77
 
 
 def test_context_starts_as_the_init_words_with_their_positions(tiny_models):
