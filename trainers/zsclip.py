@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 from yacs.config import CfgNode as CN
 
-from llamp.templates import class_prompt_name
+from llamp.class_features import MEAN_OF_NORMALISED, template_class_features
 
 from .base import ClipTrainer
 from .config import config_defaults
@@ -35,14 +35,15 @@ class ZeroshotCLIP(ClipTrainer):
     def build_model(self):
         clip = self.load_clip()
         self.clip = clip.model.to(self.device, self.weight_dtype)
-        templates = self.templates.templates
-        names = [class_prompt_name(c) for c in self.dm.dataset.classnames]
         print(f"Zero-shot prompts: {self.templates_line()}")
-        with self.autocast():
-            per_template = [F.normalize(clip.encode_text([t.format(c) for c in names]).float(), dim=-1)
-                            for t in templates]
-        # [classes, embed]: mean of normalised features over templates, renormalised
-        self.text_features = F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+        def encode(texts: list[str]) -> torch.Tensor:
+            with self.autocast():
+                return clip.encode_text(texts)
+
+        # [classes, embed]: CLIP's prompt ensembling
+        self.text_features = template_class_features(encode, self.dm.dataset.classnames, self.templates.templates,
+                                                     MEAN_OF_NORMALISED)
 
     @torch.no_grad()
     def model_inference(self, images):

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
+from ..class_features import MEAN_OF_RAW, template_class_features
 from ..class_prompts import PROMPT_INIT_STD, sentence_context
-from ..clip_tokenizer import CONTEXT_LENGTH
+from ..clip_loading import clip_text_features
 from ..errors import ConfigError
 from ..prompt_learner import CLIPScoredPromptLearner, check_depth
 from ..self_regulation import self_regulating_losses
-from ..templates import class_prompt_name
 
 
 @dataclass
@@ -114,18 +114,13 @@ class PromptSRCPromptLearner(CLIPScoredPromptLearner):
                                       self.logit_scale, c.text_loss_weight, c.image_loss_weight, c.kl_loss_weight)
 
 
-@torch.no_grad()
 def frozen_text_features(clip: CLIPModel, tokenizer: CLIPTokenizer, classnames: list[str],
                          templates: list[str]) -> torch.Tensor:
     """Frozen CLIP's class features ``[C, embed]``: raw features averaged over templates, then normalised."""
-    names = [class_prompt_name(c) for c in classnames]
-    device = clip.logit_scale.device
-    per_template = []
-    for template in templates:
-        ids = tokenizer([template.format(n) for n in names], padding="max_length", truncation=True,
-                        max_length=CONTEXT_LENGTH, return_tensors="pt").input_ids.to(device)
-        per_template.append(clip.get_text_features(input_ids=ids).pooler_output.float())
-    return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+    def encode(texts: list[str]) -> torch.Tensor:
+        return clip_text_features(clip, tokenizer, texts, batch_size=None)  # every class in one batch
+
+    return template_class_features(encode, classnames, templates, MEAN_OF_RAW)
 
 
 # ---- Gaussian prompt aggregation ------------------------------------------
