@@ -188,7 +188,7 @@ class LLaMPBench:
         from llamp.knowledge_cache import KnowledgeCache
         from llamp.kv_staging import KVStager
         from llamp.llm_decoder import load_decoder_tail
-        from llamp.model import LLaMP as LLaMPModel
+        from llamp.model import LLaMPModel
         from trainers.llamp import LLaMP, llamp_config
 
         cfg = reference_cfg("LLaMP/base2new.yaml", "TRAINER.LLAMP.PREC")

@@ -73,13 +73,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
 
     from llamp.llm_decoder import load_decoder_tail
-    from llamp.model import LLaMP, LLaMPConfig
+    from llamp.model import LLaMPConfig, LLaMPModel
 
     clip = real_width_clip()
     with tempfile.TemporaryDirectory() as folder:
         write_real_width_llm(folder)
         tail = load_decoder_tail(folder, 1)
-    model = LLaMP(clip.model, clip.tokenizer, tail, DTD_BASE, LLaMPConfig())
+    model = LLaMPModel(clip.model, clip.tokenizer, tail, DTD_BASE, LLaMPConfig())
     model.train()
     heads, head_dim = tail.config.num_key_value_heads, tail.config.hidden_size // tail.config.num_attention_heads
     keys = [torch.randn(len(DTD_BASE), heads, CACHE_LENGTH, head_dim)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,9 @@ from .llm_decoder import DecoderTail, LLMPromptDecoder
 from .prompt_learner import PromptLearner, check_depth
 from .prompted_clip import add_vision_lora, lora_disabled
 from .self_regulation import self_regulating_losses
+
+# One query template's cache for the model's classes: keys and values per decoder layer, and the mask.
+CacheKV = tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]
 
 INIT_LOGIT_SCALE = math.log(100.0)
 # The release clamps the logit-scale parameter itself to [0, 4.605] (scale <= 99.98) before every forward.
@@ -83,7 +87,10 @@ def _kaiming_per_layer(layers: int, tokens: int, width: int) -> nn.Parameter:
     return p
 
 
-class LLaMP(PromptLearner):
+class LLaMPModel(PromptLearner):
+    """The LLaMP model (the module doc): ``losses`` for a training step, ``template_text_features`` and
+    ``class_probabilities`` for the template ensemble at inference."""
+
     def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, tail: DecoderTail,
                  classnames: list[str], config: LLaMPConfig):
         super().__init__(clip)
@@ -175,15 +182,25 @@ class LLaMP(PromptLearner):
         return self_regulating_losses(text, image, teacher, F.normalize(targets.float(), dim=-1), labels,
                                       scale, c.text_l1_weight, c.image_l1_weight, c.kl_weight)
 
-    # ---- inference -------------------------------------------------------
-    def class_probabilities(self, images: torch.Tensor, text_per_template: torch.Tensor) -> torch.Tensor:
-        """Mean over templates of softmax over classes ``[batch, C]``.
+    # ---- inference: the template ensemble ----------------------------------
+    @torch.no_grad()
+    def template_text_features(self, caches: Iterable[CacheKV]) -> torch.Tensor:
+        """Normalised text features of every query template ``[T, C, embed]``.
 
-        ``text_per_template``: normalised text features ``[T, C, embed]``.
+        ``caches``: per template, its ``(keys, values, cache_mask)`` for the model's
+        classes (read one at a time, so a caller may load the next while one computes).
+        """
+        return torch.stack([F.normalize(self.text_features(keys, values, mask).float(), dim=-1)
+                            for keys, values, mask in caches])
+
+    def class_probabilities(self, images: torch.Tensor, text_per_template: torch.Tensor) -> torch.Tensor:
+        """Mean over templates of softmax over classes ``[batch, C]``: the template ensemble.
+
+        ``text_per_template``: normalised text features ``[T, C, embed]`` (:meth:`template_text_features`).
+        The softmax is over raw cosines unless ``inference_logit_scale`` (the release's choice).
         """
         image = F.normalize(self.image_features(images).float(), dim=-1)  # [batch, embed]
         logits = torch.einsum("be,tce->tbc", image, text_per_template.float())
         if self.config.inference_logit_scale:
             logits = logits * self.scale().float()
         return logits.softmax(dim=-1).mean(dim=0)
-

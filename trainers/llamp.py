@@ -5,7 +5,6 @@ import os
 import random
 
 import torch
-import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
@@ -15,8 +14,7 @@ from llamp.errors import ConfigError
 from llamp.knowledge_cache import KnowledgeCache, default_cache_folder
 from llamp.kv_staging import KVStager
 from llamp.llm_decoder import load_decoder_tail
-from llamp.model import LLaMP as LLaMPModel
-from llamp.model import MAX_LOGIT_SCALE, LLaMPConfig
+from llamp.model import MAX_LOGIT_SCALE, LLaMPConfig, LLaMPModel
 
 from .base import ClipTrainer
 from .checkpoint import epoch_file_name
@@ -204,14 +202,16 @@ class LLaMP(ClipTrainer):
     def template_text_features(self) -> torch.Tensor:
         """Normalised text features of every template ``[T, C, embed]``, computed once per evaluation."""
         self.model.eval()
-        features = []
+        with self.autocast():
+            return self.model.template_text_features(self.staged_templates())
+
+    def staged_templates(self):
+        """Every template's ``(keys, values, mask)`` in turn, the next one loading while this one computes."""
         for t in range(self.cache.num_templates):
-            keys, values, mask = self.template_kv(t)
+            kv = self.template_kv(t)
             if t + 1 < self.cache.num_templates:
                 self.kv_stager.prefetch(t + 1)
-            with self.autocast():
-                features.append(F.normalize(self.model.text_features(keys, values, mask).float(), dim=-1))
-        return torch.stack(features)
+            yield kv
 
     def test(self, split=None):
         if not is_main_process():
