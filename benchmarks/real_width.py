@@ -96,8 +96,9 @@ def write_assets(folder: str, classnames: list[str]) -> dict[str, str]:
 
 def write_cache(folder: str, classnames: list[str], llm: str, clip) -> None:
     """Random keys/values, masks and targets, written by the build's own writer with what it records."""
-    from llamp.knowledge_cache import CacheWriter, llm_identity
-    from llamp.llm_decoder import llm_layer_sha256
+    from llamp.knowledge_cache import CacheWriter
+    from llamp.llm_identity import llm_identity
+    from llamp.llm_weights import llm_layer_sha256
 
     identity = llm_identity(llm)
     kept = [identity["num_hidden_layers"] - 1]
