@@ -96,7 +96,7 @@ def write_assets(folder: str, classnames: list[str]) -> dict[str, str]:
 
 def write_cache(folder: str, classnames: list[str], llm: str, clip) -> None:
     """Random keys/values, masks and targets, written by the build's own writer with what it records."""
-    from llamp.knowledge_cache import CacheWriter
+    from llamp.knowledge_cache.writer import CacheWriter
     from llamp.llm_identity import llm_identity
     from llamp.llm_weights import llm_layer_sha256
 
@@ -121,7 +121,7 @@ def write_cache(folder: str, classnames: list[str], llm: str, clip) -> None:
 
 def cache_bytes(folder: str, class_counts: list[int]) -> dict:
     """Bytes per class of the cache on disk (all templates) and on the device for one step (one template)."""
-    from llamp.knowledge_cache import KnowledgeCache
+    from llamp.knowledge_cache.reader import KnowledgeCache
     from llamp.kv_staging import KVStager
 
     cache = KnowledgeCache.open(folder)
@@ -186,7 +186,7 @@ class LLaMPBench:
         from dassl.optim import build_optimizer
 
         from llamp.clip_loading import load_clip
-        from llamp.knowledge_cache import KnowledgeCache
+        from llamp.knowledge_cache.reader import KnowledgeCache
         from llamp.kv_staging import KVStager
         from llamp.llm_decoder import load_decoder_tail
         from llamp.model import LLaMPModel
