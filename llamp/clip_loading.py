@@ -19,7 +19,7 @@ import torch
 from transformers import CLIPModel, CLIPTokenizer
 
 from .clip_tokenizer import build_clip_tokenizer, clip_token_ids
-from .errors import ConfigError, MissingFileError
+from .errors import ConfigError, MissingFileError, from_local_files
 from .openai_clip_format import openai_to_hf
 
 # CLIP's image normalisation (the same for every OpenAI CLIP).
@@ -142,10 +142,7 @@ def _load_hf_folder(folder: str) -> LoadedCLIP:
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise MissingFileError(
             f"MODEL.BACKBONE.PATH {folder} has no config.json: expected a Hugging Face CLIP folder")
-    try:
-        model = CLIPModel.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load a CLIP model from {folder} (MODEL.BACKBONE.PATH): {e}") from None
+    model = from_local_files(CLIPModel, folder, f"cannot load a CLIP model from {folder} (MODEL.BACKBONE.PATH)")
     return LoadedCLIP(model.float().eval(), _tokenizer_for(folder), folder)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from transformers import AutoConfig, PretrainedConfig
 
 from .errors import ConfigError, MissingFileError, from_local_files
+from .json_files import read_json
 
 LLM_PATH_KEY = "TRAINER.LLAMP.LLM_PATH"
 # The LLM fields a cache must agree on with the model that consumes it.
@@ -80,11 +81,7 @@ def resolve_llm_folder(source: str, label: str = LLM_PATH_KEY) -> str:
 def read_llm_config_json(source: str) -> dict:
     """The raw ``config.json`` of the LLM at ``source`` (folder, the file itself, or cached hub name)."""
     path = llm_config_path(source)
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON ({e})") from None
+    config = read_json(path).content
     if not isinstance(config, dict):
         raise ConfigError(f"{path} is not a model config (expected a JSON object)")
     return config

@@ -30,7 +30,7 @@ from .class_prompts import ClassPrompts, class_prompt_layout
 from .errors import ConfigError
 from .llm_decoder import DecoderTail, LLMPromptDecoder
 from .prompt_learner import PromptLearner, check_depth
-from .prompted_clip import add_vision_lora, lora_disabled
+from .prompted_clip import add_vision_lora
 from .self_regulation import self_regulating_losses
 
 # One query template's cache for the model's classes: keys and values per decoder layer, and the mask.
@@ -152,8 +152,7 @@ class LLaMPModel(PromptLearner):
         """Frozen-CLIP image features: no visual prompts, and no LoRA unless ``teacher_uses_lora``."""
         if self.config.teacher_uses_lora:
             return self.vision_encoder(images)
-        with lora_disabled(self.vision_encoder):
-            return self.vision_encoder(images)
+        return self.frozen_image_features(images)
 
     def scale(self) -> torch.Tensor:
         """exp of the logit-scale parameter, after clamping the parameter itself to [0, MAX_LOGIT_SCALE].

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import CLIPModel
 
 from .errors import ConfigError
-from .prompted_clip import PromptedTextEncoder, PromptedVisionEncoder
+from .prompted_clip import PromptedTextEncoder, PromptedVisionEncoder, lora_disabled
 
 
 class PromptLearner(nn.Module):
@@ -32,6 +32,13 @@ class PromptLearner(nn.Module):
     @property
     def classnames(self) -> list[str]:
         return self.prompts.classnames
+
+    @torch.no_grad()
+    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen CLIP's image features ``[B, embed]`` (not normalised): the vision tower without prompts,
+        any LoRA adapters bypassed."""
+        with lora_disabled(self.vision_encoder):
+            return self.vision_encoder(images)
 
 
 class CLIPScoredPromptLearner(PromptLearner):

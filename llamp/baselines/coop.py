@@ -108,7 +108,6 @@ class CoOp(CLIPScoredPromptLearner):
             context = self.prompts.class_context()
         return self.prompts.text_features(self.text_encoder, [context])
 
-    @torch.no_grad()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen CLIP image features ``[B, embed]`` (not normalised)."""
-        return self.vision_encoder(images)
+        """Frozen CLIP image features ``[B, embed]`` (not normalised): CoOp prompts the text side only."""
+        return self.frozen_image_features(images)

@@ -98,11 +98,6 @@ class PromptSRCPromptLearner(CLIPScoredPromptLearner):
         """Prompted image features ``[batch, embed]`` (not normalised)."""
         return self.vision_encoder(images, list(self.visual_prompts))
 
-    @torch.no_grad()
-    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen CLIP's image features ``[batch, embed]``: the same tower without prompts."""
-        return self.vision_encoder(images)
-
     # ---- training ----------------------------------------------------------
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """``ce``, ``text_l1``, ``image_l1`` and ``kl`` (weighted), and the prompted logits ``[batch, C]``."""

@@ -21,12 +21,12 @@ is complete, so a killed build leaves a readable, resumable folder.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 
 from ..errors import ConfigError
+from ..json_files import read_json
 from ..llm_identity import llm_folder_name
 
 FORMAT = "llamp-knowledge-cache"
@@ -74,11 +74,7 @@ def read_metadata(folder: str) -> dict | None:
     path = os.path.join(folder, METADATA_FILE)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); delete the folder and rebuild it") from None
+    meta = read_json(path, advice="; delete the folder and rebuild it").content
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a LLaMP knowledge cache (no \"format\": \"{FORMAT}\")")
     return meta
