@@ -9,13 +9,12 @@ from yacs.config import CfgNode as CN
 from llamp.class_features import MEAN_OF_NORMALISED, template_class_features
 
 from .base import ClipTrainer
-from .config import config_defaults
+from .config import config_defaults, trainer_node
 
 
 @config_defaults
 def add_zeroshot_clip_config(cfg: CN) -> None:
-    cfg.TRAINER.ZEROSHOTCLIP = CN()
-    cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp32"  # fp32 | fp16 | bf16 | amp
+    cfg.TRAINER.ZEROSHOTCLIP = trainer_node()
     # The prompts: empty (None), our wording in llamp/templates/zero_shot.json; a list of templates
     # with one '{}' each; or a JSON file, a list or dataset names (and "default") mapped to lists.
     cfg.TRAINER.ZEROSHOTCLIP.TEMPLATES = None
@@ -26,11 +25,6 @@ def add_zeroshot_clip_config(cfg: CN) -> None:
 @TRAINER_REGISTRY.register()
 class ZeroshotCLIP(ClipTrainer):
     """Nothing is learned; ``train`` just evaluates."""
-
-    config_node = "ZEROSHOTCLIP"
-
-    def check_cfg(self, cfg):
-        self.choose_templates(cfg, ensemble=cfg.TRAINER.ZEROSHOTCLIP.ENSEMBLE)
 
     def build_model(self):
         clip = self.load_clip()
