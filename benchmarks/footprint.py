@@ -33,9 +33,9 @@ def state_bytes(tensors) -> int:
 
 def checkpoint_vs_full(clip, llm_folder: str, classnames: list[str], config) -> dict:
     from llamp.llm_decoder import load_decoder_tail
-    from llamp.model import LLaMP
+    from llamp.model import LLaMPModel
 
-    model = LLaMP(clip.model, clip.tokenizer, load_decoder_tail(llm_folder, 1), classnames, config)
+    model = LLaMPModel(clip.model, clip.tokenizer, load_decoder_tail(llm_folder, 1), classnames, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     full = {id(t): t for t in list(model.state_dict(keep_vars=True).values())}
     return {"trainable_params": sum(p.numel() for p in trainable),

@@ -96,8 +96,9 @@ def write_assets(folder: str, classnames: list[str]) -> dict[str, str]:
 
 def write_cache(folder: str, classnames: list[str], llm: str, clip) -> None:
     """Random keys/values, masks and targets, written by the build's own writer with what it records."""
-    from llamp.knowledge_cache import CacheWriter, llm_identity
-    from llamp.llm_decoder import llm_layer_sha256
+    from llamp.knowledge_cache.writer import CacheWriter
+    from llamp.llm_identity import llm_identity
+    from llamp.llm_weights import llm_layer_sha256
 
     identity = llm_identity(llm)
     kept = [identity["num_hidden_layers"] - 1]
@@ -120,7 +121,7 @@ def write_cache(folder: str, classnames: list[str], llm: str, clip) -> None:
 
 def cache_bytes(folder: str, class_counts: list[int]) -> dict:
     """Bytes per class of the cache on disk (all templates) and on the device for one step (one template)."""
-    from llamp.knowledge_cache import KnowledgeCache
+    from llamp.knowledge_cache.reader import KnowledgeCache
     from llamp.kv_staging import KVStager
 
     cache = KnowledgeCache.open(folder)
@@ -185,10 +186,10 @@ class LLaMPBench:
         from dassl.optim import build_optimizer
 
         from llamp.clip_loading import load_clip
-        from llamp.knowledge_cache import KnowledgeCache
+        from llamp.knowledge_cache.reader import KnowledgeCache
         from llamp.kv_staging import KVStager
         from llamp.llm_decoder import load_decoder_tail
-        from llamp.model import LLaMP as LLaMPModel
+        from llamp.model import LLaMPModel
         from trainers.llamp import LLaMP, llamp_config
 
         cfg = reference_cfg("LLaMP/base2new.yaml", "TRAINER.LLAMP.PREC")
@@ -208,7 +209,7 @@ class LLaMPBench:
         self.params = [p for g in self.optim.param_groups for p in g["params"]]
         self.grad_clip = c.GRAD_CLIP
         self.draw = random.Random(0)  # template per step, as the trainer draws it
-        self.text_positions = int(self.model.input_ids.shape[1])
+        self.text_positions = int(self.model.prompts.input_ids.shape[1])
         self.model.train()
 
     def template_kv(self, template: int):
@@ -285,7 +286,7 @@ class MaPLeBench:
                                                 job["classnames"])
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optim = build_optimizer(self.model, cfg.OPTIM, param_groups=[{"params": trainable}])
-        self.text_positions = int(self.model.input_ids.shape[1])
+        self.text_positions = int(self.model.prompts.input_ids.shape[1])
         self.model.train()
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

@@ -44,14 +44,15 @@ CACHE_LENGTH, BATCH = 96, 4
 
 def padded_to_77(model) -> dict[str, torch.Tensor]:
     """The model's layout buffers padded after each class's end token to CLIP's full context."""
-    pad = CONTEXT_LENGTH - model.input_ids.shape[1]
-    return {"input_ids": F.pad(model.input_ids, (0, pad), value=int(model.input_ids[0, -1])),
-            "position_ids": F.pad(model.position_ids, (0, pad))}
+    prompts = model.prompts
+    pad = CONTEXT_LENGTH - prompts.input_ids.shape[1]
+    return {"input_ids": F.pad(prompts.input_ids, (0, pad), value=int(prompts.input_ids[0, -1])),
+            "position_ids": F.pad(prompts.position_ids, (0, pad))}
 
 
 def use_layout(model, layout: dict[str, torch.Tensor]) -> None:
     for name, tensor in layout.items():
-        setattr(model, name, tensor)
+        setattr(model.prompts, name, tensor)
 
 
 def median_seconds(fn, steps: int) -> float:
@@ -72,13 +73,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
 
     from llamp.llm_decoder import load_decoder_tail
-    from llamp.model import LLaMP, LLaMPConfig
+    from llamp.model import LLaMPConfig, LLaMPModel
 
     clip = real_width_clip()
     with tempfile.TemporaryDirectory() as folder:
         write_real_width_llm(folder)
         tail = load_decoder_tail(folder, 1)
-    model = LLaMP(clip.model, clip.tokenizer, tail, DTD_BASE, LLaMPConfig())
+    model = LLaMPModel(clip.model, clip.tokenizer, tail, DTD_BASE, LLaMPConfig())
     model.train()
     heads, head_dim = tail.config.num_key_value_heads, tail.config.hidden_size // tail.config.num_attention_heads
     keys = [torch.randn(len(DTD_BASE), heads, CACHE_LENGTH, head_dim)]
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         sum(losses.values()).backward()
         optimizer.step()
 
-    layouts = {"short": {"input_ids": model.input_ids, "position_ids": model.position_ids},
+    layouts = {"short": {"input_ids": model.prompts.input_ids, "position_ids": model.prompts.position_ids},
                "77": padded_to_77(model)}
     with torch.no_grad():
         model.eval()

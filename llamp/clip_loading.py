@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from transformers import CLIPModel, CLIPTokenizer
 
-from .clip_tokenizer import CONTEXT_LENGTH, build_clip_tokenizer
-from .errors import ConfigError, MissingFileError
+from .clip_tokenizer import build_clip_tokenizer, clip_token_ids
+from .errors import ConfigError, MissingFileError, from_local_files
 from .openai_clip_format import openai_to_hf
 
 # CLIP's image normalisation (the same for every OpenAI CLIP).
@@ -61,24 +61,31 @@ class LoadedCLIP:
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids ``[len(texts), 77]``, padded and truncated like ``clip.tokenize``."""
-        return self.tokenizer(texts, padding="max_length", truncation=True,
-                              max_length=CONTEXT_LENGTH, return_tensors="pt").input_ids
+        return clip_token_ids(self.tokenizer, texts)
 
-    @torch.no_grad()
     def encode_text(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Projected text features ``[len(texts), embed]`` (not normalised)."""
-        device = self.model.logit_scale.device
-        chunks = []
-        for i in range(0, len(texts), batch_size):
-            ids = self.tokenize(texts[i:i + batch_size]).to(device)
-            chunks.append(self.model.get_text_features(input_ids=ids).pooler_output)
-        return torch.cat(chunks)
+        return clip_text_features(self.model, self.tokenizer, texts, batch_size)
 
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Projected image features ``[batch, embed]`` (not normalised)."""
         dtype = self.model.visual_projection.weight.dtype
         return self.model.get_image_features(pixel_values=images.to(dtype)).pooler_output
+
+
+@torch.no_grad()
+def clip_text_features(model: CLIPModel, tokenizer: CLIPTokenizer, texts: list[str],
+                       batch_size: int | None = 256) -> torch.Tensor:
+    """CLIP's projected text features ``[len(texts), embed]`` (not normalised), ``batch_size`` sentences
+    at a time (None: all at once)."""
+    device = model.logit_scale.device
+    step = batch_size or max(1, len(texts))
+    chunks = []
+    for i in range(0, len(texts), step):
+        ids = clip_token_ids(tokenizer, texts[i:i + step]).to(device)
+        chunks.append(model.get_text_features(input_ids=ids).pooler_output)
+    return torch.cat(chunks)
 
 
 def default_search_paths(name: str) -> list[str]:
@@ -135,10 +142,7 @@ def _load_hf_folder(folder: str) -> LoadedCLIP:
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise MissingFileError(
             f"MODEL.BACKBONE.PATH {folder} has no config.json: expected a Hugging Face CLIP folder")
-    try:
-        model = CLIPModel.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load a CLIP model from {folder} (MODEL.BACKBONE.PATH): {e}") from None
+    model = from_local_files(CLIPModel, folder, f"cannot load a CLIP model from {folder} (MODEL.BACKBONE.PATH)")
     return LoadedCLIP(model.float().eval(), _tokenizer_for(folder), folder)
 
 

@@ -1,4 +1,4 @@
-"""An offline CLIP tokenizer.
+"""An offline CLIP tokenizer, and tokenising sentences as ``clip.tokenize`` does.
 
 OpenAI's CLIP checkpoints carry no tokenizer files, but the ``openai-clip``
 package ships the byte-pair-encoding table they were trained with. From it
@@ -11,6 +11,7 @@ import gzip
 import os
 from functools import lru_cache
 
+import torch
 from transformers import CLIPTokenizer
 
 from .errors import MissingFileError
@@ -71,3 +72,9 @@ def build_clip_tokenizer() -> CLIPTokenizer:
     vocab, merges = _vocab_and_merges()
     # Pass the loaded tables: CLIPTokenizer(vocab_file=...) ignores files in transformers 5.
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=CONTEXT_LENGTH)
+
+
+def clip_token_ids(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+    """Token ids ``[len(texts), 77]`` of whole sentences, padded and truncated like ``clip.tokenize``."""
+    return tokenizer(texts, padding="max_length", truncation=True, max_length=CONTEXT_LENGTH,
+                     return_tensors="pt").input_ids

@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-from .knowledge_cache import CachedKV, KnowledgeCache
+from .knowledge_cache.reader import CachedKV, KnowledgeCache
 
 
 class KVStager:

@@ -1,8 +1,8 @@
 """The LLM prompt decoder: learned tokens decoded by the LLM's last layers over a class's cached K/V.
 
 Only the last N decoder layers and the final norm of the LLM are needed, so
-only those tensors are read from the checkpoint's safetensors shards; the
-rest of the (7B-parameter) model is never loaded. The layers are built from
+only those tensors are read from the checkpoint's safetensors shards
+(``llamp.llm_weights``); the rest of the (7B-parameter) model is never loaded. The layers are built from
 the model's own classes (on the meta device, then filled), so whatever a
 family's layer does inside (biases, norms, soft-capping) is its own code.
 What the decoder must supply from outside is the attention mask, the
@@ -13,120 +13,21 @@ families: ``TESTED_FAMILIES`` (tests/test_llm_families.py).
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import math
-import os
-import re
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, PretrainedConfig
+from transformers import AutoModelForCausalLM, DynamicCache, PretrainedConfig
 
-from . import knowledge_cache
-from .errors import ConfigError, MissingFileError
+from .errors import ConfigError
+from .llm_identity import LLM_PATH_KEY, load_llm_config, resolve_llm_folder
+from .llm_weights import layer_sha256, layer_tensor_names, read_tensors, stack_prefix, weight_files
 
-LLM_PATH_KEY = "TRAINER.LLAMP.LLM_PATH"
 # model_type values whose tiny random models go through build, decoder and training in the tests.
 TESTED_FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma2")
 FULL_ATTENTION, SLIDING_ATTENTION = "full_attention", "sliding_attention"
-
-
-def resolve_llm_folder(path: str) -> str:
-    """A local folder for ``path``: the folder itself, or a hub name from the local cache only."""
-    if not path:
-        raise ConfigError(f"{LLM_PATH_KEY} is empty: set it to the LLM's Hugging Face folder")
-    try:  # one resolution for the whole project: where the LLM's config.json is
-        _, config_path = knowledge_cache.read_llm_config(path)
-    except MissingFileError as e:
-        raise MissingFileError(f"{LLM_PATH_KEY}: {e}") from None
-    return os.path.dirname(config_path)
-
-
-def read_llm_config(folder: str) -> PretrainedConfig:
-    try:
-        return AutoConfig.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read the LLM config in {folder} ({LLM_PATH_KEY}): {e}") from None
-
-
-def _weight_files(folder: str) -> dict[str, str]:
-    """Tensor name -> safetensors file holding it."""
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        with open(index) as f:
-            return {name: os.path.join(folder, file) for name, file in json.load(f)["weight_map"].items()}
-    single = os.path.join(folder, "model.safetensors")
-    if os.path.isfile(single):
-        from safetensors import safe_open
-
-        with safe_open(single, "pt") as f:
-            return {name: single for name in f.keys()}
-    raise MissingFileError(f"{folder} ({LLM_PATH_KEY}) has no model.safetensors[.index.json]: "
-                           "the decoder layers are read from safetensors weights")
-
-
-def _stack_prefix(names: list[str], last_layer: int) -> str:
-    """The name prefix of the decoder stack, e.g. 'model.' for 'model.layers.31.*'."""
-    pattern = re.compile(rf"^(.*?)layers\.{last_layer}\.")
-    for name in names:
-        match = pattern.match(name)
-        if match:
-            return match.group(1)
-    raise ConfigError(f"no tensors of decoder layer {last_layer} found in the LLM checkpoint ({LLM_PATH_KEY})")
-
-
-def layer_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 of one decoder layer's weights: ``{name within the layer: tensor}``, values as fp32.
-
-    What ties a knowledge cache to the exact LLM that computed it: two fine-tunes
-    of one model share every config field but not these.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(tensors.items()):
-        digest.update(f"{name}:{list(tensor.shape)}".encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _read_tensors(files: Mapping[str, str], names: Iterable[str]) -> dict[str, torch.Tensor]:
-    """The named tensors from the checkpoint's safetensors shards, as stored."""
-    from safetensors import safe_open
-
-    by_file: dict[str, list[str]] = {}
-    for name in names:
-        by_file.setdefault(files[name], []).append(name)
-    out = {}
-    for file, file_names in by_file.items():
-        try:
-            with safe_open(file, "pt", device="cpu") as f:
-                for name in file_names:
-                    out[name] = f.get_tensor(name)
-        except Exception as e:
-            raise ConfigError(f"cannot read {file} ({LLM_PATH_KEY}): {type(e).__name__}: {e}") from None
-    return out
-
-
-def _layer_names(files: Mapping[str, str], prefix: str, layer: int) -> dict[str, str]:
-    """``{checkpoint name: name within the layer}`` of decoder layer ``layer``'s tensors."""
-    start = f"{prefix}layers.{layer}."
-    return {name: name[len(start):] for name in files if name.startswith(start)}
-
-
-def llm_layer_sha256(path: str, layers: Iterable[int]) -> dict[int, str]:
-    """:func:`layer_sha256` of the given decoder layers of the LLM at ``path``, read from its shards."""
-    folder = resolve_llm_folder(path)
-    files = _weight_files(folder)
-    prefix = _stack_prefix(list(files), read_llm_config(folder).num_hidden_layers - 1)
-    digests = {}
-    for layer in layers:
-        names = _layer_names(files, prefix, layer)
-        tensors = _read_tensors(files, names)
-        digests[layer] = layer_sha256({names[n]: t for n, t in tensors.items()})
-    return digests
 
 
 @dataclass
@@ -148,16 +49,16 @@ class DecoderTail:
 def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sdpa") -> DecoderTail:
     """Read the last ``num_layers`` decoder layers and the final norm of the LLM at ``path`` (fp32)."""
     folder = resolve_llm_folder(path)
-    config = read_llm_config(folder)
+    config = load_llm_config(folder)
     total = config.num_hidden_layers
     if not 1 <= num_layers <= total:
         raise ConfigError(f"TRAINER.LLAMP.NUM_DECODER_LAYERS {num_layers} must be in 1..{total} for {folder}")
     kept = list(range(total - num_layers, total))
 
-    files = _weight_files(folder)
-    prefix = _stack_prefix(list(files), total - 1)
+    files = weight_files(folder)
+    prefix = stack_prefix(list(files), total - 1)
     wanted = {f"{prefix}norm.weight": "norm.weight"}
-    per_layer = {i: _layer_names(files, prefix, i) for i in kept}
+    per_layer = {i: layer_tensor_names(files, prefix, i) for i in kept}
     for j, i in enumerate(kept):
         wanted.update({name: f"layers.{j}.{inner}" for name, inner in per_layer[i].items()})
 
@@ -171,7 +72,7 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
     if missing:
         raise ConfigError(f"the LLM checkpoint in {folder} ({LLM_PATH_KEY}) lacks tensors needed for the "
                           f"last {num_layers} decoder layers, e.g. {missing[:3]}")
-    stored = _read_tensors(files, wanted)
+    stored = read_tensors(files, wanted)
     digests = {i: layer_sha256({inner: stored[name] for name, inner in per_layer[i].items()}) for i in kept}
     tail.load_state_dict({wanted[name]: tensor.float() for name, tensor in stored.items()}, strict=True)
     rotary = type(stack.rotary_emb)(config=config)  # buffers computed on CPU, not on meta

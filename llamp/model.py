@@ -1,9 +1,10 @@
-"""The LLaMP model: LLM-decoded prompts in a deep-prompted CLIP, and its four-term loss.
+"""The LLaMP model: LLM-decoded prompts in a deep-prompted CLIP, trained with the self-regulating loss.
 
 Per class, M learned tokens are decoded by the LLM's last layers over that
 class's knowledge cache (``llm_decoder``) and projected into CLIP's text width
 for each of the first D text layers. The class prompt is laid out as in the
-authors' release (DESIGN.md §2), position ids written out:
+authors' release (DESIGN.md §2), in ``llamp.class_prompts``'s layout with M
+slots and no suffix, position ids written out:
 
     token     <SOT>  ctx_1 .. ctx_4  name_1 .. name_n  llm_1 .. llm_M  <EOT>
     position    0    (carried)       5 .. 4+n          (none)          5+n
@@ -18,18 +19,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
-from .clip_tokenizer import CONTEXT_LENGTH
+from .class_prompts import ClassPrompts, class_prompt_layout
 from .errors import ConfigError
 from .llm_decoder import DecoderTail, LLMPromptDecoder
-from .prompted_clip import (PromptedTextEncoder, PromptedVisionEncoder, add_vision_lora, lora_disabled,
-                            replace_positions)
-from .templates import class_prompt_name
+from .prompt_learner import PromptLearner, check_depth
+from .prompted_clip import add_vision_lora
+from .self_regulation import self_regulating_losses
+
+# One query template's cache for the model's classes: keys and values per decoder layer, and the mask.
+CacheKV = tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]
 
 INIT_LOGIT_SCALE = math.log(100.0)
 # The release clamps the logit-scale parameter itself to [0, 4.605] (scale <= 99.98) before every forward.
@@ -82,24 +87,21 @@ def _kaiming_per_layer(layers: int, tokens: int, width: int) -> nn.Parameter:
     return p
 
 
-class LLaMP(nn.Module):
+class LLaMPModel(PromptLearner):
+    """The LLaMP model (the module doc): ``losses`` for a training step, ``template_text_features`` and
+    ``class_probabilities`` for the template ensemble at inference."""
+
     def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, tail: DecoderTail,
                  classnames: list[str], config: LLaMPConfig):
-        super().__init__()
+        super().__init__(clip)
         self.config = config
-        clip.requires_grad_(False)
-        # Only the towers are registered (not CLIPModel itself, whose 0-d logit_scale DeepSpeed cannot broadcast).
         self.embed_dim = clip.config.projection_dim
-        self.text_encoder = PromptedTextEncoder(clip)
-        self.vision_encoder = PromptedVisionEncoder(clip)
-        text_layers = len(self.text_encoder.layers)
         vision_layers = len(self.vision_encoder.layers)
-        if not 1 <= config.prompt_depth <= text_layers:
-            raise ConfigError(f"TRAINER.LLAMP.PROMPT_DEPTH {config.prompt_depth} must be in 1..{text_layers}")
-        if not 0 <= config.visual_prompt_depth <= vision_layers:
-            raise ConfigError(f"TRAINER.LLAMP.VISUAL_PROMPT_DEPTH must be in 0..{vision_layers}")
+        check_depth(config.prompt_depth, len(self.text_encoder.layers), "TRAINER.LLAMP.PROMPT_DEPTH")
+        check_depth(config.visual_prompt_depth, vision_layers, "TRAINER.LLAMP.VISUAL_PROMPT_DEPTH", minimum=0)
         if any(not 0 <= i < vision_layers for i in config.lora_layers):
-            raise ConfigError(f"TRAINER.LLAMP.LORA_LAYERS {list(config.lora_layers)} must lie in 0..{vision_layers - 1}")
+            raise ConfigError(f"TRAINER.LLAMP.LORA_LAYERS {list(config.lora_layers)} must lie in "
+                              f"0..{vision_layers - 1}")
         width, llm_hidden = self.text_encoder.width, tail.config.hidden_size
         depth, m = config.prompt_depth, config.num_llm_tokens
 
@@ -111,7 +113,9 @@ class LLaMP(nn.Module):
         self.projections = nn.ModuleList(nn.Linear(llm_hidden, width, bias=False) for _ in range(depth))
         self.projection_bias = _kaiming_per_layer(depth, m, width)
 
-        context_ids = tokenizer(config.context_init, add_special_tokens=False).input_ids
+        self.prompts = ClassPrompts(class_prompt_layout(tokenizer, classnames, config.context_init, suffix="",
+                                                        slots=m, trim=True, keys="TRAINER.LLAMP.NUM_LLM_TOKENS"))
+        context_ids = self.prompts.context_ids
         self.num_context = len(context_ids)
         with torch.no_grad():  # token + position embeddings of the init words at positions 1..n_ctx
             embeddings = self.text_encoder.embeddings
@@ -128,57 +132,16 @@ class LLaMP(nn.Module):
         # shape [1], not a 0-d scalar: DeepSpeed broadcasts parameters as byte views
         self.logit_scale = nn.Parameter(torch.tensor([INIT_LOGIT_SCALE]))
 
-        self._set_classnames(tokenizer, classnames)
-
-    # ---- class prompts ---------------------------------------------------
-    def _set_classnames(self, tokenizer: CLIPTokenizer, classnames: list[str]) -> None:
-        """Token ids, position ids and slot indices of the release's layout (module docstring) per class.
-
-        Only as many positions as the longest class needs are kept: the tower is
-        causal and read at <EOT>, so what follows a class's <EOT> cannot reach it.
-        """
-        m, n_ctx = self.config.num_llm_tokens, self.num_context
-        texts = [f"{self.config.context_init} {class_prompt_name(c)}" for c in classnames]
-        natural = tokenizer(texts).input_ids  # <SOT> context name <EOT>, at their natural positions
-        too_long = [c for c, ids in zip(classnames, natural) if len(ids) + m > CONTEXT_LENGTH]
-        if too_long:
-            raise ConfigError(f"class names too long for CLIP's {CONTEXT_LENGTH} tokens with {m} LLM prompt "
-                              f"slots (TRAINER.LLAMP.NUM_LLM_TOKENS): {too_long[:3]}")
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        seq = max(len(ids) for ids in natural) + m
-        rows, positions, slots, eos = [], [], [], []
-        for ids in natural:
-            body = len(ids) - 1  # <SOT>, context and name: everything before <EOT>
-            # the slots' own ids and position ids never count: their vectors are replaced after positions
-            row = ids[:-1] + [pad] * m + ids[-1:]
-            rows.append(row + [pad] * (seq - len(row)))
-            positions.append(list(range(body)) + [0] * m + [body] + [0] * (seq - len(row)))
-            slots.append(list(range(body, body + m)))
-            eos.append(body + m)
-        self.classnames = list(classnames)
-        self.register_buffer("input_ids", torch.tensor(rows), persistent=False)  # [C, seq]
-        self.register_buffer("position_ids", torch.tensor(positions), persistent=False)  # [C, seq]
-        self.register_buffer("eos_positions", torch.tensor(eos), persistent=False)  # [C]
-        self.register_buffer("slot_positions", torch.tensor(slots), persistent=False)  # [C, M]
-        ctx = torch.arange(1, 1 + n_ctx).expand(len(classnames), -1)
-        self.register_buffer("context_positions", ctx.contiguous(), persistent=False)  # [C, n_ctx]
-
     # ---- features --------------------------------------------------------
     def text_features(self, keys: list[torch.Tensor], values: list[torch.Tensor],
                       cache_mask: torch.Tensor) -> torch.Tensor:
         """LLaMP text features ``[C, embed]`` from one template's cache for the model's C classes."""
         decoded = self.decoder(keys, values, cache_mask)  # [C, M, llm_hidden]
-        n_cls = decoded.shape[0]
         dtype = self.projection_bias.dtype
         prompts = [proj(decoded.to(dtype)) + self.projection_bias[d] for d, proj in enumerate(self.projections)]
-        contexts = [self.context, *self.deep_context]  # per layer, each [n_ctx, width]
-        injections = {  # layer 0 included: these replace the tokens after position embeddings are added
-            d: [(self.context_positions, contexts[d].unsqueeze(0).expand(n_cls, -1, -1)),
-                (self.slot_positions, prompts[d])]
-            for d in range(self.config.prompt_depth)
-        }
-        embeds = self.text_encoder.token_embedding(self.input_ids)  # [C, seq, width]
-        return self.text_encoder(embeds, self.eos_positions, injections, self.position_ids)
+        # layer 0 included, the context and the LLM prompts replace their tokens after positions are added
+        return self.prompts.text_features(self.text_encoder, [self.context, *self.deep_context], prompts,
+                                          context_has_positions=True)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Tuned image features ``[batch, embed]`` (visual prompts and LoRA)."""
@@ -189,8 +152,7 @@ class LLaMP(nn.Module):
         """Frozen-CLIP image features: no visual prompts, and no LoRA unless ``teacher_uses_lora``."""
         if self.config.teacher_uses_lora:
             return self.vision_encoder(images)
-        with lora_disabled(self.vision_encoder):
-            return self.vision_encoder(images)
+        return self.frozen_image_features(images)
 
     def scale(self) -> torch.Tensor:
         """exp of the logit-scale parameter, after clamping the parameter itself to [0, MAX_LOGIT_SCALE].
@@ -216,37 +178,28 @@ class LLaMP(nn.Module):
         image = F.normalize(self.image_features(images).float(), dim=-1)
         teacher = F.normalize(self.teacher_image_features(images).float(), dim=-1)
         c = self.config
-        return compute_losses(text, image, teacher, F.normalize(targets.float(), dim=-1), labels,
-                              scale, c.text_l1_weight, c.image_l1_weight, c.kl_weight)
+        return self_regulating_losses(text, image, teacher, F.normalize(targets.float(), dim=-1), labels,
+                                      scale, c.text_l1_weight, c.image_l1_weight, c.kl_weight)
 
-    # ---- inference -------------------------------------------------------
+    # ---- inference: the template ensemble ----------------------------------
+    @torch.no_grad()
+    def template_text_features(self, caches: Iterable[CacheKV]) -> torch.Tensor:
+        """Normalised text features of every query template ``[T, C, embed]``.
+
+        ``caches``: per template, its ``(keys, values, cache_mask)`` for the model's
+        classes (read one at a time, so a caller may load the next while one computes).
+        """
+        return torch.stack([F.normalize(self.text_features(keys, values, mask).float(), dim=-1)
+                            for keys, values, mask in caches])
+
     def class_probabilities(self, images: torch.Tensor, text_per_template: torch.Tensor) -> torch.Tensor:
-        """Mean over templates of softmax over classes ``[batch, C]``.
+        """Mean over templates of softmax over classes ``[batch, C]``: the template ensemble.
 
-        ``text_per_template``: normalised text features ``[T, C, embed]``.
+        ``text_per_template``: normalised text features ``[T, C, embed]`` (:meth:`template_text_features`).
+        The softmax is over raw cosines unless ``inference_logit_scale`` (the release's choice).
         """
         image = F.normalize(self.image_features(images).float(), dim=-1)  # [batch, embed]
         logits = torch.einsum("be,tce->tbc", image, text_per_template.float())
         if self.config.inference_logit_scale:
             logits = logits * self.scale().float()
         return logits.softmax(dim=-1).mean(dim=0)
-
-
-def compute_losses(text: torch.Tensor, image: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor,
-                   labels: torch.Tensor, scale: torch.Tensor, text_l1_weight: float, image_l1_weight: float,
-                   kl_weight: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """CE + self-regulating terms from normalised features: text/targets ``[C, e]``, image/teacher ``[B, e]``.
-
-    The objective of LLaMP (which takes the regulating terms from PromptSRC, whose objective it also is).
-    """
-    logits = scale * image @ text.t()  # [B, C]
-    teacher_logits = scale * teacher @ targets.t()  # frozen image features against the targets
-    kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
-                  reduction="sum", log_target=True) / logits.numel()  # per element, as in the release
-    losses = {
-        "ce": F.cross_entropy(logits, labels),
-        "text_l1": text_l1_weight * F.l1_loss(text, targets),
-        "image_l1": image_l1_weight * F.l1_loss(image, teacher),
-        "kl": kl_weight * kl,
-    }
-    return losses, logits

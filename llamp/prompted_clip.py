@@ -53,6 +53,12 @@ class PromptedTextEncoder(nn.Module):
         """Token embeddings ``[batch, seq, width]``, without positions."""
         return self.embeddings.token_embedding(input_ids)
 
+    def sentence_features(self, input_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+        """Projected features ``[batch, embed]`` of plain token ids ``[batch, seq]`` (no prompts), read at
+        the first end-of-text token (padding may repeat it)."""
+        eos = (input_ids == eos_token_id).int().argmax(-1)
+        return self(self.token_embedding(input_ids), eos)
+
     def forward(self, token_embeds: torch.Tensor, eos_positions: torch.Tensor,
                 injections: dict[int, Sequence[Injection]] | None = None,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:

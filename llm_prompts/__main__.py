@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_build(args: argparse.Namespace, argv: list[str]) -> None:
-    from llamp.knowledge_cache import KnowledgeCache, default_cache_folder
+    from llamp.knowledge_cache.files import default_cache_folder
+    from llamp.knowledge_cache.reader import KnowledgeCache
 
     from .build import BuildConfig, build_cache
     from .dataset import dataset_info

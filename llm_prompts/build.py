@@ -30,15 +30,11 @@ from tqdm import tqdm
 
 from llamp.clip_loading import KNOWN_BACKBONES, LoadedCLIP, load_clip
 from llamp.errors import ConfigError
-from llamp.knowledge_cache import (
-    DESCRIPTIONS_FILE,
-    CacheWriter,
-    dtype_name,
-    llm_identity,
-    read_llm_config,
-)
-from llamp.llm_decoder import decoder_stack, layer_windows, llm_layer_sha256, resolve_llm_folder
-from llamp.llm_decoder import read_llm_config as read_pretrained_config
+from llamp.knowledge_cache.files import DESCRIPTIONS_FILE, dtype_name
+from llamp.knowledge_cache.writer import CacheWriter
+from llamp.llm_decoder import decoder_stack, layer_windows
+from llamp.llm_identity import llm_identity, load_llm_config, read_llm_config_json, resolve_llm_folder
+from llamp.llm_weights import llm_layer_sha256
 from llamp.quiet import progress_disabled
 from llamp.templates import configured_templates
 
@@ -121,14 +117,14 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     clip_choice = configured_templates(config.clip_templates, dataset, CLIP_TEMPLATES_FLAG, ensemble=True)
     clip_templates = clip_choice.templates
     llm_source = resolve_llm(config.llm)
-    raw_llm_config, _ = read_llm_config(llm_source)
+    raw_llm_config = read_llm_config_json(llm_source)
     identity = llm_identity(raw_llm_config, source=llm_source)
     num_llm_layers = identity["num_hidden_layers"]
     if config.num_layers > num_llm_layers:
         raise ConfigError(f"--num-layers {config.num_layers}: {config.llm} has only {num_llm_layers} layers")
     kept_layers = list(range(num_llm_layers - config.num_layers, num_llm_layers))
     # A cache the prompt decoder cannot use is refused now, not after the build
-    llm_config = read_pretrained_config(resolve_llm_folder(llm_source))
+    llm_config = load_llm_config(resolve_llm_folder(llm_source, "--llm"), "--llm")
     decoder_stack(llm_config, label=f"--llm {config.llm}")
     window = min((w for w in layer_windows(llm_config) if w is not None), default=None)
     # the kept layers' weight digests tie the cache to this exact LLM (fine-tunes share the config)

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from llamp.errors import ConfigError, MissingFileError
-from llamp.knowledge_cache import read_llm_config
+from llamp.errors import ConfigError, from_local_files
+from llamp.llm_identity import resolve_llm_folder
 
 
 def resolve_llm(source: str) -> str:
@@ -15,10 +15,7 @@ def resolve_llm(source: str) -> str:
 
     Raises MissingFileError (one line naming ``--llm``) if neither exists.
     """
-    try:
-        read_llm_config(source)
-    except MissingFileError as e:
-        raise MissingFileError(f"--llm {source}: {e}") from None
+    resolve_llm_folder(source, f"--llm {source}")
     expanded = os.path.expanduser(source)
     return os.path.abspath(expanded) if os.path.isdir(expanded) else source
 
@@ -51,10 +48,7 @@ def load_tokenizer(source: str) -> Any:
     """
     from transformers import AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"--llm {source}: cannot load its tokenizer ({str(e).splitlines()[0]})") from None
+    tokenizer = from_local_files(AutoTokenizer, source, f"--llm {source}: cannot load its tokenizer")
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
@@ -68,11 +62,8 @@ def load_llm(source: str, device: torch.device, dtype: torch.dtype) -> Any:
     from transformers import AutoModelForCausalLM
 
     on_gpu = device.type == "cuda"
-    kwargs: dict[str, Any] = {"local_files_only": True, "dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype}
     if on_gpu:  # weights go straight to the GPU, without a full copy in host memory
         kwargs["device_map"] = str(device)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"--llm {source}: cannot load a causal LM ({str(e).splitlines()[0]})") from None
+    model = from_local_files(AutoModelForCausalLM, source, f"--llm {source}: cannot load a causal LM", **kwargs)
     return (model if on_gpu else model.to(device)).eval()

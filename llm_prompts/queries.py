@@ -14,15 +14,14 @@ for the class name, or to the name of another entry whose list it shares.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from llamp.errors import ConfigError, MissingFileError
-from llamp.templates import class_prompt_name
+from llamp.json_files import read_json
+from llamp.templates import check_template, class_prompt_name
 
 TEMPLATES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "query_templates.json")
 CHAT_KEY = "_chat"
@@ -95,18 +94,6 @@ def _resolve(table: dict, key: str, label: str) -> str:
     return key
 
 
-def _check_format(text: str, what: str, label: str) -> None:
-    """``text`` must hold exactly one ``{}`` and no other replacement field (``{{`` escapes are fine)."""
-    marker = "\x00"  # a character no template holds: counting it counts the fields that were filled
-    try:
-        filled = text.format(marker)
-    except (IndexError, KeyError, ValueError):
-        filled = None
-    if filled is None or filled.count(marker) != 1:
-        raise ConfigError(f"{label}: {what} {text!r} must hold exactly one '{{}}' for the class name "
-                          "(and no other braces)")
-
-
 def _check_table(table: Any, label: str) -> None:
     if not isinstance(table, dict):
         raise ConfigError(f"{label}: expected a JSON object of dataset names, got {type(table).__name__}")
@@ -115,7 +102,7 @@ def _check_table(table: Any, label: str) -> None:
     if not isinstance(chat, dict) or set(chat) != set(fields) or not all(isinstance(chat[f], str) for f in fields):
         raise ConfigError(f"{label}: {CHAT_KEY!r} must be an object with the strings {', '.join(fields)} "
                           "(and nothing else)")
-    _check_format(chat["answer_start"], f"{CHAT_KEY}.answer_start", label)
+    check_template(chat["answer_start"], label, f"{CHAT_KEY}.answer_start")
     for key, value in table.items():
         if key.startswith("_"):
             continue
@@ -123,7 +110,7 @@ def _check_table(table: Any, label: str) -> None:
             _resolve(table, key, label)
         elif isinstance(value, list) and value and all(isinstance(t, str) for t in value):
             for template in value:
-                _check_format(template, f"entry {key!r}: template", label)
+                check_template(template, label, f"entry {key!r}: template")
         else:
             raise ConfigError(f"{label}: entry {key!r} must be a non-empty list of template strings or the "
                               "name of another entry")
@@ -136,14 +123,9 @@ def load_query_file(path: str | None = None) -> QueryFile:
     label = _label(path, builtin)
     if not os.path.isfile(path):
         raise MissingFileError(f"{label} does not exist")
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        table = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{label} is not valid JSON ({e})") from None
-    _check_table(table, label)
-    return QueryFile(path=path, sha256=hashlib.sha256(data).hexdigest(), builtin=builtin, table=table)
+    file = read_json(path, label)
+    _check_table(file.content, label)
+    return QueryFile(path=path, sha256=file.sha256, builtin=builtin, table=file.content)
 
 
 @lru_cache(maxsize=None)

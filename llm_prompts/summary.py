@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from llamp.knowledge_cache import DESCRIPTIONS_FILE, METADATA_FILE, KnowledgeCache
+from llamp.knowledge_cache.files import DESCRIPTIONS_FILE, METADATA_FILE
+from llamp.knowledge_cache.reader import KnowledgeCache
 
 from .descriptions import read_descriptions
 from .layouts import LAYOUTS

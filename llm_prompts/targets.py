@@ -5,7 +5,7 @@ repeats dropped) and the dataset's CLIP templates ``s_1..s_m`` (the zero-shot
 ensemble in ``llamp/templates/zero_shot.json``), every sentence
 ``s_j(c) + " with " + p_i`` — e.g. "a photo of a abyssinian, a breed of pet. with
 large pointed ears" — is encoded and normalised; the mean over all (i, j),
-normalised again, is the class's target. (A class without phrases uses the
+normalised again, is the class's target (``llamp.class_features.MEAN_OF_NORMALISED``). (A class without phrases uses the
 plain sentences ``s_j(c)``.)
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from llamp.class_features import MEAN_OF_NORMALISED, average_over_templates
 from llamp.clip_loading import LoadedCLIP
 from llamp.quiet import progress_disabled
 from llamp.templates import class_prompt_name
@@ -38,5 +38,5 @@ def distillation_targets(clip: LoadedCLIP, classnames: Sequence[str], phrases: S
                                          leave=False, disable=progress_disabled(progress)):
         features = clip.encode_text(target_sentences(clip_templates, classname, class_phrases),
                                     batch_size=batch_size)  # [sentences, embed]
-        rows.append(F.normalize(F.normalize(features.float(), dim=-1).mean(0), dim=-1).cpu())
+        rows.append(average_over_templates(features, MEAN_OF_NORMALISED).cpu())
     return torch.stack(rows)

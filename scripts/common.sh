@@ -73,11 +73,11 @@ load_epoch() {
     echo "$last"
 }
 
-# LLaMP's default cache folder of a dataset folder and an LLM (llamp/knowledge_cache.py decides).
+# LLaMP's default cache folder of a dataset folder and an LLM (llamp/knowledge_cache/files.py decides).
 default_cache_folder() {
     python - "$1" "$2" <<'PY'
 import sys
-from llamp.knowledge_cache import default_cache_folder
+from llamp.knowledge_cache.files import default_cache_folder
 print(default_cache_folder(sys.argv[1], sys.argv[2]))
 PY
 }

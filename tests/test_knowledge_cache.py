@@ -11,15 +11,10 @@ import pytest
 import torch
 
 from llamp.errors import ConfigError, MissingFileError
-from llamp.knowledge_cache import (
-    METADATA_FILE,
-    CacheWriter,
-    KnowledgeCache,
-    cache_size_bytes,
-    config_sha256,
-    kv_file_name,
-    llm_identity,
-)
+from llamp.knowledge_cache.files import METADATA_FILE, cache_size_bytes, kv_file_name
+from llamp.knowledge_cache.reader import KnowledgeCache
+from llamp.knowledge_cache.writer import CacheWriter
+from llamp.llm_identity import config_sha256, llm_identity
 
 CLASSNAMES = ["red circle", "green square", "blue triangle", "red cross", "green circle"]
 LENGTHS = [[5, 9, 7, 3, 9], [4, 4, 6, 2, 5], [8, 1, 8, 8, 2]]  # real tokens per template and class

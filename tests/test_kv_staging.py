@@ -1,7 +1,7 @@
 """The background path that stages K/V for the GPU returns exactly the rows of a direct read."""
 import torch
 
-from llamp.knowledge_cache import KnowledgeCache
+from llamp.knowledge_cache.reader import KnowledgeCache
 from llamp.kv_staging import KVStager
 
 

@@ -6,19 +6,20 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 
 from llamp.clip_loading import load_clip
 from llamp.llm_decoder import load_decoder_tail
-from llamp.model import LLaMP, LLaMPConfig, compute_losses
+from llamp.model import LLaMPConfig, LLaMPModel
 from llamp.prompted_clip import PromptedTextEncoder
+from llamp.self_regulation import self_regulating_losses
 
 CLASSNAMES = ["red circle", "blue square", "green triangle"]
 SMALL = dict(num_llm_tokens=3, prompt_depth=2, num_visual_prompts=2, visual_prompt_depth=2, lora_layers=(1,))
 
 
-def class_kv(llm_path, classnames):
+def class_kv(llm_path, classnames, sentence="The {} appears as a bright shape"):
     """A stand-in knowledge cache: K/V of the last LLM layer over one sentence per class (left-padded)."""
     model = LlamaForCausalLM.from_pretrained(llm_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     tokenizer.pad_token, tokenizer.padding_side = tokenizer.unk_token, "left"
-    batch = tokenizer([f"The {c} appears as a bright shape" for c in classnames], return_tensors="pt", padding=True)
+    batch = tokenizer([sentence.format(c) for c in classnames], return_tensors="pt", padding=True)
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         out = model(**batch, position_ids=positions, use_cache=True)
@@ -31,7 +32,7 @@ def build(tiny_models, seed=0, classnames=CLASSNAMES, **overrides):
     torch.manual_seed(seed)
     clip = load_clip("ViT-B/16", tiny_models["clip"])
     tail = load_decoder_tail(tiny_models["llm"], 1)
-    return clip, LLaMP(clip.model, clip.tokenizer, tail, classnames, LLaMPConfig(**{**SMALL, **overrides}))
+    return clip, LLaMPModel(clip.model, clip.tokenizer, tail, classnames, LLaMPConfig(**{**SMALL, **overrides}))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_text_features_follow_the_release_layout(tiny_models):
     assert (ours - expected).abs().max() < 1e-5
     # the tower runs over the longest class's layout only, not CLIP's 77 tokens
     longest = max(len(clip.tokenizer("a photo of a " + n.replace("_", " ")).input_ids) for n in RELEASE_CLASSNAMES)
-    assert model.input_ids.shape[1] == longest + model.config.num_llm_tokens < 77
+    assert model.prompts.input_ids.shape[1] == longest + model.config.num_llm_tokens < 77
 
 
 def test_context_starts_as_the_init_words_with_their_positions(tiny_models):
@@ -181,7 +182,7 @@ def test_loss_terms_match_a_direct_computation():
     text, targets = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)
     image, teacher = F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(3, 8), dim=-1)
     labels, scale = torch.tensor([0, 4, 2]), torch.tensor(100.0)
-    losses, logits = compute_losses(text, image, teacher, targets, labels, scale, 25.0, 10.0, 2.5)
+    losses, logits = self_regulating_losses(text, image, teacher, targets, labels, scale, 25.0, 10.0, 2.5)
 
     student = [[100.0 * float(image[b] @ text[c]) for c in range(5)] for b in range(3)]
     teach = [[100.0 * float(teacher[b] @ targets[c]) for c in range(5)] for b in range(3)]
@@ -214,13 +215,33 @@ def test_inference_averages_per_template_softmax_of_raw_cosines(tiny_models):
     assert torch.allclose(probs.sum(-1), torch.ones(2))
 
 
+def test_template_ensemble_averages_each_templates_softmax_over_its_own_cache(tiny_models, kv):
+    """The model's own inference, without Dassl: text features per query template's cache, then the mean over
+    templates of the per-template softmax of raw cosines."""
+    _, model = build(tiny_models, seed=4)
+    model.eval()
+    other = class_kv(tiny_models["llm"], CLASSNAMES, "Describe the {} in a few words")
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        text = model.template_text_features(iter([kv, other]))  # consumed one template at a time
+        per_template = [F.normalize(model.text_features(*cache), dim=-1) for cache in (kv, other)]
+        probs = model.class_probabilities(images, text)
+        image = F.normalize(model.image_features(images), dim=-1)
+    assert text.shape == (2, len(CLASSNAMES), model.embed_dim)
+    assert torch.allclose(text, torch.stack(per_template), atol=1e-6)
+    assert (text[0] - text[1]).abs().max() > 1e-3  # the two caches give two different templates
+    expected = ((image @ per_template[0].t()).softmax(-1) + (image @ per_template[1].t()).softmax(-1)) / 2
+    assert torch.allclose(probs, expected, atol=1e-6)
+    assert not torch.allclose(probs, (image @ per_template[0].t()).softmax(-1), atol=1e-6)
+
+
 def test_class_names_too_long_for_the_context_are_refused(tiny_models):
     from llamp.errors import ConfigError
 
     clip = load_clip("ViT-B/16", tiny_models["clip"])
     tail = load_decoder_tail(tiny_models["llm"], 1)
     with pytest.raises(ConfigError, match="too long"):
-        LLaMP(clip.model, clip.tokenizer, tail, ["word " * 70], LLaMPConfig(**SMALL))
+        LLaMPModel(clip.model, clip.tokenizer, tail, ["word " * 70], LLaMPConfig(**SMALL))
 
 
 def test_logit_scale_parameter_is_clamped_and_comes_back(tiny_models):

@@ -11,7 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from llamp.errors import ConfigError
-from llamp.knowledge_cache import DESCRIPTIONS_FILE, KnowledgeCache
+from llamp.knowledge_cache.files import DESCRIPTIONS_FILE
+from llamp.knowledge_cache.reader import KnowledgeCache
 from llamp.llm_decoder import TESTED_FAMILIES, LLMPromptDecoder, load_decoder_tail
 from llamp.tiny_llms import FAMILIES, write_tiny_llm
 from llm_prompts import layouts

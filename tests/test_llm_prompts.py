@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from llamp.errors import ConfigError
-from llamp.knowledge_cache import DESCRIPTIONS_FILE, METADATA_FILE, KnowledgeCache, kv_file_name
+from llamp.knowledge_cache.files import DESCRIPTIONS_FILE, METADATA_FILE, kv_file_name
+from llamp.knowledge_cache.reader import KnowledgeCache
 from llm_prompts import generation, kv
 from llm_prompts.__main__ import main
 from llm_prompts.descriptions import read_descriptions

@@ -106,13 +106,13 @@ def test_maple_vision_prompts_change_when_only_the_text_prompts_change(clip):
 def test_maple_identity_like_settings_reproduce_frozen_clip(clip):
     model = maple(clip, depth=2)
     n = model.config.n_ctx
-    assert torch.equal(model.input_ids[0], clip.tokenize(["a photo of a red circle."])[0])
+    assert torch.equal(model.prompts.input_ids[0], clip.tokenize(["a photo of a red circle."])[0])
     words = clip.tokenizer("a photo", add_special_tokens=False).input_ids
     assert torch.equal(model.ctx, clip.model.text_model.embeddings.token_embedding.weight[words])
 
     with torch.no_grad():
-        stock = clip.model.text_model(input_ids=model.input_ids, output_hidden_states=True)
-        expected = clip.model.get_text_features(input_ids=model.input_ids).pooler_output
+        stock = clip.model.text_model(input_ids=model.prompts.input_ids, output_hidden_states=True)
+        expected = clip.model.get_text_features(input_ids=model.prompts.input_ids).pooler_output
         # Entering layer 1 the context positions see only the start token and the context:
         # the same for every class, so one deep prompt can equal them.
         entering = stock.hidden_states[1][:, 1:1 + n]

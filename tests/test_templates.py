@@ -164,7 +164,7 @@ def test_zero_shot_run_with_release_style_templates_through_train_py(tiny_models
 
 # ---- the knowledge cache's distillation targets ----------------------------------------
 def test_the_cache_targets_take_the_clip_templates_file(tiny_models, synthetic_cache, tmp_path, template_files):
-    from llamp.knowledge_cache import KnowledgeCache
+    from llamp.knowledge_cache.reader import KnowledgeCache
     from llm_prompts.__main__ import main
 
     folder = tmp_path / "cache"

@@ -4,7 +4,8 @@
 * learning-rate schedules from ``trainers.optim`` (Dassl's break on torch >= 2.2);
 * checkpoints that hold the trainable parameters only, read with
   ``weights_only=True`` (Dassl's ``torch.load`` fails on current torch);
-* precision: fp32, fp16, bf16 weights, or amp (fp32 weights, autocast);
+* the config node TRAINER.<NAME> and its early checks (precision: fp32, fp16,
+  bf16 weights, or amp, fp32 weights with autocast; hand-written templates);
 * random streams derived from cfg.SEED (``trainers.reproducibility``): the same
   run whether the few-shot sample was drawn or read, whatever the number of
   loader workers, and resumed runs that continue exactly.
@@ -31,15 +32,34 @@ PRECISIONS = ("fp32", "fp16", "bf16", "amp")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
 
 
+def checked_precision(prec: str, allowed: tuple[str, ...], key: str) -> str:
+    if prec not in allowed:
+        raise ConfigError(f"{key} must be one of {allowed}, got {prec!r}")
+    return prec
+
+
 class ClipTrainer(TrainerX):
     """Base for the trainers of this project; a subclass writes ``build_model`` and the loss."""
 
-    # The config node holding this trainer's keys, e.g. "ZEROSHOTCLIP" for cfg.TRAINER.ZEROSHOTCLIP.
-    config_node = ""
+    # The values TRAINER.<NAME>.PREC may take for this trainer.
+    precisions = PRECISIONS
+
+    @property
+    def config_node(self) -> str:
+        """The node of this trainer's keys: its name in capitals, as in the ecosystem (cfg.TRAINER.COOP for CoOp)."""
+        return type(self).__name__.upper()
 
     @property
     def trainer_cfg(self):
         return self.cfg.TRAINER[self.config_node]
+
+    def check_cfg(self, cfg):
+        """Before anything is loaded: the precision, and the hand-written templates of a trainer whose node
+        has TEMPLATES (all of them, or the first only where its ENSEMBLE key is False)."""
+        node = cfg.TRAINER[self.config_node]
+        checked_precision(node.PREC, self.precisions, f"TRAINER.{self.config_node}.PREC")
+        if "TEMPLATES" in node:
+            self.choose_templates(cfg, ensemble=node.get("ENSEMBLE", True))
 
     # ---- data and random streams -----------------------------------------
     @property
@@ -67,10 +87,7 @@ class ClipTrainer(TrainerX):
     # ---- precision -------------------------------------------------------
     @property
     def precision(self) -> str:
-        prec = self.trainer_cfg.PREC
-        if prec not in PRECISIONS:
-            raise ConfigError(f"TRAINER.{self.config_node}.PREC must be one of {PRECISIONS}, got {prec!r}")
-        return prec
+        return checked_precision(self.trainer_cfg.PREC, self.precisions, f"TRAINER.{self.config_node}.PREC")
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -126,7 +143,7 @@ class ClipTrainer(TrainerX):
 
     # ---- hand-written prompts --------------------------------------------
     def choose_templates(self, cfg, ensemble: bool) -> TemplateChoice:
-        """The dataset's prompts from TRAINER.<NAME>.TEMPLATES (checked in check_cfg: a bad file fails
+        """The dataset's prompts from TRAINER.<NAME>.TEMPLATES (chosen in check_cfg: a bad file fails
         before anything is loaded); kept as ``self.templates`` and described by :meth:`templates_line`."""
         key = f"TRAINER.{self.config_node}.TEMPLATES"
         self.templates = configured_templates(cfg.TRAINER[self.config_node].TEMPLATES, cfg.DATASET.NAME, key,

@@ -6,10 +6,9 @@ from yacs.config import CfgNode as CN
 
 from llamp.baselines.cocoop import CoCoOp as CoCoOpModel
 from llamp.baselines.cocoop import CoCoOpConfig
-from llamp.clip_loading import LoadedCLIP
 
 from .config import config_defaults
-from .coop import ContextTrainer, context_config_node, context_fields
+from .coop import ContextTrainer, context_config_node
 
 
 @config_defaults
@@ -22,12 +21,4 @@ def add_cocoop_config(cfg: CN) -> None:
 class CoCoOp(ContextTrainer):
     """CoCoOp: CoOp's context plus a per-image bias from a meta-net; cross-entropy only."""
 
-    config_node = "COCOOP"
-
-    def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> CoCoOpModel:
-        c = self.trainer_cfg
-        config = CoCoOpConfig(**context_fields(c), meta_net_reduction=c.META_NET_REDUCTION,
-                              key_prefix=self.key_prefix)
-        model = CoCoOpModel(clip.model, clip.tokenizer, classnames, config)
-        self.describe(model)
-        return model
+    model_class, config_class = CoCoOpModel, CoCoOpConfig

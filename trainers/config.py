@@ -3,10 +3,12 @@
 A trainer module declares its defaults with ``@config_defaults`` on a function
 that adds ``cfg.TRAINER.<NAME>``; ``extend_cfg`` applies every declared
 function. Dassl's ``clean_cfg`` later drops the nodes of the other trainers.
+A method's library config is filled from its node by :func:`method_config`.
 """
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Any, Callable
 
 from yacs.config import CfgNode as CN
 
@@ -19,6 +21,15 @@ def config_defaults(add_defaults: Callable[[CN], None]) -> Callable[[CN], None]:
     """Decorator: register a function that adds a trainer's config defaults."""
     _TRAINER_DEFAULTS.append(add_defaults)
     return add_defaults
+
+
+def trainer_node() -> CN:
+    """A trainer's node TRAINER.<NAME>, holding the key every trainer reads (checked in ClipTrainer.check_cfg)."""
+    c = CN()
+    # fp32 | fp16 (frozen weights in fp16, autocast) | bf16 (the same in bf16) | amp (fp32 weights, autocast);
+    # LLaMP takes no fp16 (the LLM's activations overflow it)
+    c.PREC = "fp32"
+    return c
 
 
 def add_shared_config(cfg: CN) -> None:
@@ -46,3 +57,12 @@ def extend_cfg(cfg: CN) -> None:
     add_shared_config(cfg)
     for add_defaults in _TRAINER_DEFAULTS:
         add_defaults(cfg)
+
+
+def method_config(config_class: type, node: CN, **given: Any):
+    """The library's config dataclass ``config_class`` filled from a trainer's node: each field from the key
+    of its name in capitals (``n_ctx`` from N_CTX), except those ``given``; fields without a key keep their
+    defaults, keys without a field (PREC, TEMPLATES, ...) are the trainer's."""
+    values = {f.name: node[f.name.upper()] for f in dataclasses.fields(config_class)
+              if f.name not in given and f.name.upper() in node}
+    return config_class(**values, **given)

@@ -10,16 +10,14 @@ from llamp.baselines.coop import CoOpConfig
 from llamp.clip_loading import LoadedCLIP
 from llamp.errors import ConfigError
 
-from .base import PRECISIONS
 from .checkpoint import load_checkpoint
-from .config import config_defaults
+from .config import config_defaults, method_config, trainer_node
 from .prompt_trainer import PromptLearningTrainer
 
 
 def context_config_node() -> CN:
     """The keys of a learned context, shared by TRAINER.COOP, TRAINER.COCOOP and TRAINER.KGCOOP."""
-    c = CN()
-    c.PREC = "fp32"  # fp32 | fp16 (frozen CLIP in fp16, autocast) | bf16 | amp (fp32 weights, autocast)
+    c = trainer_node()
     c.N_CTX = 16  # number of learned context tokens (ignored when CTX_INIT is given: its token count is used)
     c.CTX_INIT = ""  # words whose embeddings initialise the context, e.g. "a photo of a"; empty: random
     c.CSC = False  # class-specific context: one context per class (cannot be used for other classes)
@@ -32,31 +30,32 @@ def add_coop_config(cfg: CN) -> None:
     cfg.TRAINER.COOP = context_config_node()
 
 
-def context_fields(c: CN) -> dict:
-    """CoOpConfig fields from a node made by ``context_config_node``."""
-    return dict(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, class_specific=c.CSC,
-                class_token_position=c.CLASS_TOKEN_POSITION)
-
-
 class ContextTrainer(PromptLearningTrainer):
-    """What the CoOp-family trainers add to the shared loop: early config checks, and
-    refusing class-specific contexts learned for other classes."""
+    """What the CoOp-family trainers share: the learned context's model built from the config, and
+    class-specific contexts refused for classes they were not learned on. A subclass names its model and
+    config classes (their fields come from its node, ``method_config``) and what else the model takes."""
+
+    model_class: type[CoOpModel] = CoOpModel
+    config_class: type[CoOpConfig] = CoOpConfig
 
     @property
     def key_prefix(self) -> str:
         return f"TRAINER.{self.config_node}"
 
-    def check_cfg(self, cfg):
-        prec = cfg.TRAINER[self.config_node].PREC
-        if prec not in PRECISIONS:
-            raise ConfigError(f"{self.key_prefix}.PREC must be one of {PRECISIONS}, got {prec!r}")
+    def model_inputs(self) -> tuple:
+        """What the model takes after its config (KgCoOp: the hand-crafted templates)."""
+        return ()
 
-    def describe(self, model: CoOpModel) -> None:
+    def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> CoOpModel:
+        c = self.trainer_cfg
+        config = method_config(self.config_class, c, class_specific=c.CSC, key_prefix=self.key_prefix)
+        model = self.model_class(clip.model, clip.tokenizer, classnames, config, *self.model_inputs())
         p = model.prompts
-        init = self.trainer_cfg.CTX_INIT.strip() or "random"
+        init = c.CTX_INIT.strip() or "random"
         print(f"{type(self).__name__}: {p.n_ctx} context tokens (init: {init}), "
               f"{'class-specific' if p.class_specific else 'unified'} context, class token at the "
               f"{p.class_token_position}, {p.num_classes} classes")
+        return model
 
     def restore_state(self, name, state, path):
         if self.trainer_cfg.CSC:
@@ -82,11 +81,3 @@ class ContextTrainer(PromptLearningTrainer):
 @TRAINER_REGISTRY.register()
 class CoOp(ContextTrainer):
     """CoOp: learned context words, cross-entropy only."""
-
-    config_node = "COOP"
-
-    def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> CoOpModel:
-        config = CoOpConfig(**context_fields(self.trainer_cfg), key_prefix=self.key_prefix)
-        model = CoOpModel(clip.model, clip.tokenizer, classnames, config)
-        self.describe(model)
-        return model

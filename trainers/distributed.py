@@ -15,7 +15,6 @@ When is DeepSpeed used (``TRAINER.LLAMP.DEEPSPEED True``)?
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 
@@ -23,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from yacs.config import CfgNode
 
-from llamp.errors import ConfigError, MissingFileError
+from llamp.errors import MissingFileError
+from llamp.json_files import read_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,11 +86,7 @@ def read_deepspeed_config(path: str, cfg: CfgNode, device: str) -> dict:
         full = path
     if not os.path.isfile(full):
         raise MissingFileError(f"TRAINER.LLAMP.DEEPSPEED_CONFIG {path} does not exist")
-    try:
-        with open(full) as f:
-            config = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"TRAINER.LLAMP.DEEPSPEED_CONFIG {full} is not valid JSON: {e}") from None
+    config = read_json(full, f"TRAINER.LLAMP.DEEPSPEED_CONFIG {full}").content
     # Batch sizes and clipping come from the yacs config, so there is one place to set them.
     micro = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
     config.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=1,

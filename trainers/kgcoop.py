@@ -6,10 +6,9 @@ from yacs.config import CfgNode as CN
 
 from llamp.baselines.kgcoop import KgCoOp as KgCoOpModel
 from llamp.baselines.kgcoop import KgCoOpConfig
-from llamp.clip_loading import LoadedCLIP
 
 from .config import config_defaults
-from .coop import ContextTrainer, context_config_node, context_fields
+from .coop import ContextTrainer, context_config_node
 
 
 @config_defaults
@@ -29,16 +28,8 @@ def add_kgcoop_config(cfg: CN) -> None:
 class KgCoOp(ContextTrainer):
     """KgCoOp: CoOp plus the distance to the hand-crafted prompts' features as a regulariser."""
 
-    config_node = "KGCOOP"
+    model_class, config_class = KgCoOpModel, KgCoOpConfig
 
-    def check_cfg(self, cfg):
-        super().check_cfg(cfg)
-        self.choose_templates(cfg, ensemble=cfg.TRAINER.KGCOOP.ENSEMBLE)
-
-    def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> KgCoOpModel:
-        c = self.trainer_cfg
+    def model_inputs(self) -> tuple[list[str]]:
         print(f"KgCoOp hand-crafted prompts: {self.templates_line()}")
-        config = KgCoOpConfig(**context_fields(c), weight=c.WEIGHT, key_prefix=self.key_prefix)
-        model = KgCoOpModel(clip.model, clip.tokenizer, classnames, config, self.templates.templates)
-        self.describe(model)
-        return model
+        return (self.templates.templates,)

@@ -5,30 +5,28 @@ import os
 import random
 
 import torch
-import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_optimizer
 from yacs.config import CfgNode as CN
 
 from llamp.errors import ConfigError
-from llamp.knowledge_cache import KnowledgeCache, default_cache_folder
+from llamp.knowledge_cache.files import default_cache_folder
+from llamp.knowledge_cache.reader import KnowledgeCache
 from llamp.kv_staging import KVStager
 from llamp.llm_decoder import load_decoder_tail
-from llamp.model import LLaMP as LLaMPModel
-from llamp.model import MAX_LOGIT_SCALE, LLaMPConfig
+from llamp.model import MAX_LOGIT_SCALE, LLaMPConfig, LLaMPModel
 
 from .base import ClipTrainer
 from .checkpoint import epoch_file_name
-from .config import config_defaults
+from .config import config_defaults, method_config, trainer_node
 from .distributed import DeepSpeedRunner, deepspeed_device, is_main_process, shard_train_loader, world_size
 
 
 
 @config_defaults
 def add_llamp_config(cfg: CN) -> None:
-    c = cfg.TRAINER.LLAMP = CN()
-    c.PREC = "fp32"  # fp32 | bf16 (frozen weights in bf16, autocast) | amp (fp32 weights, autocast)
+    c = cfg.TRAINER.LLAMP = trainer_node()  # PREC: fp32 | bf16 | amp
     # The LLM (Hugging Face folder, or hub name in the local cache): only its last
     # NUM_DECODER_LAYERS layers and final norm are read.
     c.LLM_PATH = ""
@@ -68,26 +66,16 @@ def add_llamp_config(cfg: CN) -> None:
 
 
 def llamp_config(c: CN) -> LLaMPConfig:
-    return LLaMPConfig(
-        num_llm_tokens=c.NUM_LLM_TOKENS, prompt_depth=c.PROMPT_DEPTH, context_init=c.CONTEXT_INIT,
-        num_visual_prompts=c.NUM_VISUAL_PROMPTS, visual_prompt_depth=c.VISUAL_PROMPT_DEPTH,
-        lora_layers=tuple(c.LORA_LAYERS), lora_rank=c.LORA_RANK, lora_alpha=c.LORA_ALPHA,
-        lora_dropout=c.LORA_DROPOUT, train_q=c.TRAIN_Q_PROJ, train_o=c.TRAIN_O_PROJ, train_kv=c.TRAIN_KV_PROJ,
-        train_mlp=c.TRAIN_MLP, train_layer_norms=c.TRAIN_LAYER_NORMS, train_final_norm=c.TRAIN_FINAL_NORM,
-        train_visual_projection=c.TRAIN_VISUAL_PROJECTION, text_l1_weight=c.TEXT_L1_WEIGHT,
-        image_l1_weight=c.IMAGE_L1_WEIGHT, kl_weight=c.KL_WEIGHT, teacher_uses_lora=c.TEACHER_USES_LORA,
-        inference_logit_scale=c.INFERENCE_LOGIT_SCALE)
+    """The model's config from TRAINER.LLAMP (the decoder's q/o/kv keys are named after the projections)."""
+    return method_config(LLaMPConfig, c, lora_layers=tuple(c.LORA_LAYERS), train_q=c.TRAIN_Q_PROJ,
+                         train_o=c.TRAIN_O_PROJ, train_kv=c.TRAIN_KV_PROJ)
 
 
 @TRAINER_REGISTRY.register()
 class LLaMP(ClipTrainer):
     """LLaMP: LLM-decoded deep text prompts, visual prompts and LoRA, four-term loss."""
 
-    config_node = "LLAMP"
-
-    def check_cfg(self, cfg):
-        if cfg.TRAINER.LLAMP.PREC not in ("fp32", "bf16", "amp"):
-            raise ConfigError(f"TRAINER.LLAMP.PREC must be fp32, bf16 or amp, got {cfg.TRAINER.LLAMP.PREC!r}")
+    precisions = ("fp32", "bf16", "amp")  # fp16 overflows in the LLM's activations
 
     def build_data_loader(self):
         super().build_data_loader()
@@ -204,14 +192,16 @@ class LLaMP(ClipTrainer):
     def template_text_features(self) -> torch.Tensor:
         """Normalised text features of every template ``[T, C, embed]``, computed once per evaluation."""
         self.model.eval()
-        features = []
+        with self.autocast():
+            return self.model.template_text_features(self.staged_templates())
+
+    def staged_templates(self):
+        """Every template's ``(keys, values, mask)`` in turn, the next one loading while this one computes."""
         for t in range(self.cache.num_templates):
-            keys, values, mask = self.template_kv(t)
+            kv = self.template_kv(t)
             if t + 1 < self.cache.num_templates:
                 self.kv_stager.prefetch(t + 1)
-            with self.autocast():
-                features.append(F.normalize(self.model.text_features(keys, values, mask).float(), dim=-1))
-        return torch.stack(features)
+            yield kv
 
     def test(self, split=None):
         if not is_main_process():

@@ -7,18 +7,15 @@ from yacs.config import CfgNode as CN
 
 from llamp.baselines.maple import MaPLeConfig, MaPLePromptLearner
 from llamp.clip_loading import LoadedCLIP
-from llamp.errors import ConfigError
 
-from .base import PRECISIONS
-from .config import config_defaults
+from .config import config_defaults, method_config, trainer_node
 from .prompt_trainer import PromptLearningTrainer
 
 
 @config_defaults
 def add_maple_config(cfg: CN) -> None:
     # Key names as in the MaPLe release, so its YAML files merge unchanged.
-    c = cfg.TRAINER.MAPLE = CN()
-    c.PREC = "fp32"  # fp32 | fp16 | bf16 | amp (the reference configs use fp16, as the release)
+    c = cfg.TRAINER.MAPLE = trainer_node()  # PREC: the reference configs use fp16, as the release
     c.N_CTX = 2  # learned context tokens, shared by both towers through the couplings
     c.CTX_INIT = "a photo of a"  # its first N_CTX words initialise the context; "" = random "X X"
     c.PROMPT_DEPTH = 9  # J: layers of each tower that receive prompts (1 = shallow MaPLe)
@@ -28,13 +25,6 @@ def add_maple_config(cfg: CN) -> None:
 class MaPLe(PromptLearningTrainer):
     """MaPLe: deep text prompts, coupled to vision prompts by a linear map per depth."""
 
-    config_node = "MAPLE"
-
-    def check_cfg(self, cfg):
-        if cfg.TRAINER.MAPLE.PREC not in PRECISIONS:
-            raise ConfigError(f"TRAINER.MAPLE.PREC must be one of {PRECISIONS}, got {cfg.TRAINER.MAPLE.PREC!r}")
-
     def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> nn.Module:
-        c = self.trainer_cfg
-        config = MaPLeConfig(n_ctx=c.N_CTX, ctx_init=c.CTX_INIT, prompt_depth=c.PROMPT_DEPTH)
+        config = method_config(MaPLeConfig, self.trainer_cfg)
         return MaPLePromptLearner(clip.model, clip.tokenizer, classnames, config)

@@ -13,11 +13,9 @@ from llamp.atomic_files import write_atomic
 from llamp.baselines.promptsrc import (GaussianPromptAggregation, PromptSRCConfig, PromptSRCPromptLearner,
                                        gpa_weights)
 from llamp.clip_loading import LoadedCLIP
-from llamp.errors import ConfigError
 
-from .base import PRECISIONS
 from .checkpoint import load_checkpoint
-from .config import config_defaults
+from .config import config_defaults, method_config, trainer_node
 from .prompt_trainer import PromptLearningTrainer
 
 
@@ -25,8 +23,7 @@ from .prompt_trainer import PromptLearningTrainer
 def add_promptsrc_config(cfg: CN) -> None:
     # Key names and types as in the PromptSRC release (integer weights and GPA
     # parameters), so its YAML files merge unchanged.
-    c = cfg.TRAINER.PROMPTSRC = CN()
-    c.PREC = "fp32"  # fp32 | fp16 | bf16 | amp (the reference configs use fp16, as the release)
+    c = cfg.TRAINER.PROMPTSRC = trainer_node()  # PREC: the reference configs use fp16, as the release
     c.N_CTX_TEXT = 4
     c.N_CTX_VISION = 4
     c.CTX_INIT = "a photo of a"  # its first N_CTX_TEXT words initialise the text context; "" = random
@@ -54,22 +51,13 @@ def gpa_state_file(folder: str, epoch: int) -> str:
 class PromptSRC(PromptLearningTrainer):
     """PromptSRC: independent deep text/vision prompts, self-regulated by frozen CLIP, aggregated over epochs."""
 
-    config_node = "PROMPTSRC"
-
     def check_cfg(self, cfg):
+        super().check_cfg(cfg)  # precision; the templates (every one: PromptSRC has no ENSEMBLE key)
         c = cfg.TRAINER.PROMPTSRC
-        if c.PREC not in PRECISIONS:
-            raise ConfigError(f"TRAINER.PROMPTSRC.PREC must be one of {PRECISIONS}, got {c.PREC!r}")
         gpa_weights(c.GPA_MEAN, c.GPA_STD, cfg.OPTIM.MAX_EPOCH)  # a bad GPA_STD fails before any loading
-        self.choose_templates(cfg, ensemble=True)
 
     def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> nn.Module:
-        c = self.trainer_cfg
-        config = PromptSRCConfig(
-            n_ctx_text=c.N_CTX_TEXT, n_ctx_vision=c.N_CTX_VISION, ctx_init=c.CTX_INIT,
-            prompt_depth_text=c.PROMPT_DEPTH_TEXT, prompt_depth_vision=c.PROMPT_DEPTH_VISION,
-            text_loss_weight=c.TEXT_LOSS_WEIGHT, image_loss_weight=c.IMAGE_LOSS_WEIGHT,
-            kl_loss_weight=c.KL_LOSS_WEIGHT)
+        config = method_config(PromptSRCConfig, self.trainer_cfg)
         print(f"PromptSRC: text targets from frozen CLIP averaged over {self.templates_line()}")
         return PromptSRCPromptLearner(clip.model, clip.tokenizer, classnames, self.templates.templates, config)
 

@@ -6,16 +6,15 @@ import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY
 from yacs.config import CfgNode as CN
 
-from llamp.templates import class_prompt_name
+from llamp.class_features import MEAN_OF_NORMALISED, template_class_features
 
 from .base import ClipTrainer
-from .config import config_defaults
+from .config import config_defaults, trainer_node
 
 
 @config_defaults
 def add_zeroshot_clip_config(cfg: CN) -> None:
-    cfg.TRAINER.ZEROSHOTCLIP = CN()
-    cfg.TRAINER.ZEROSHOTCLIP.PREC = "fp32"  # fp32 | fp16 | bf16 | amp
+    cfg.TRAINER.ZEROSHOTCLIP = trainer_node()
     # The prompts: empty (None), our wording in llamp/templates/zero_shot.json; a list of templates
     # with one '{}' each; or a JSON file, a list or dataset names (and "default") mapped to lists.
     cfg.TRAINER.ZEROSHOTCLIP.TEMPLATES = None
@@ -27,22 +26,18 @@ def add_zeroshot_clip_config(cfg: CN) -> None:
 class ZeroshotCLIP(ClipTrainer):
     """Nothing is learned; ``train`` just evaluates."""
 
-    config_node = "ZEROSHOTCLIP"
-
-    def check_cfg(self, cfg):
-        self.choose_templates(cfg, ensemble=cfg.TRAINER.ZEROSHOTCLIP.ENSEMBLE)
-
     def build_model(self):
         clip = self.load_clip()
         self.clip = clip.model.to(self.device, self.weight_dtype)
-        templates = self.templates.templates
-        names = [class_prompt_name(c) for c in self.dm.dataset.classnames]
         print(f"Zero-shot prompts: {self.templates_line()}")
-        with self.autocast():
-            per_template = [F.normalize(clip.encode_text([t.format(c) for c in names]).float(), dim=-1)
-                            for t in templates]
-        # [classes, embed]: mean of normalised features over templates, renormalised
-        self.text_features = F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+        def encode(texts: list[str]) -> torch.Tensor:
+            with self.autocast():
+                return clip.encode_text(texts)
+
+        # [classes, embed]: CLIP's prompt ensembling
+        self.text_features = template_class_features(encode, self.dm.dataset.classnames, self.templates.templates,
+                                                     MEAN_OF_NORMALISED)
 
     @torch.no_grad()
     def model_inference(self, images):

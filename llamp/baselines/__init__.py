@@ -1,2 +1,3 @@
-"""Prompt learners LLaMP is compared with, built on the shared prompted CLIP towers
-(``llamp.prompted_clip``); each module holds only what is new in its method."""
+"""Prompt learners LLaMP is compared with, each built in the shared frame (``llamp.prompt_learner``), on the
+shared class-prompt layout (``llamp.class_prompts``) and prompted CLIP towers (``llamp.prompted_clip``);
+each module holds only what is new in its method."""

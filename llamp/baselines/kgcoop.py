@@ -3,7 +3,8 @@
 Loss = CE + weight * mean over classes of ||w_c - w_c^clip||^2, where ``w_c`` is
 the normalised text feature of class c's learned prompt and ``w_c^clip`` that
 of the hand-crafted prompt(s), e.g. "a photo of a {c}." (normalised; with
-several templates, the renormalised mean of their normalised features).
+several templates, the renormalised mean of their normalised features:
+``llamp.class_features``).
 
 For unit vectors ||a - b||^2 = 2 (1 - cos(a, b)): the authors' release
 computes weight' * (1 - mean cos), so its weight' = 8 equals weight = 4 here.
@@ -17,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTokenizer
 
-from ..clip_tokenizer import CONTEXT_LENGTH
+from ..class_features import MEAN_OF_NORMALISED, template_class_features
+from ..clip_tokenizer import clip_token_ids
 from ..errors import ConfigError
-from ..templates import class_prompt_name
 from .coop import CoOp, CoOpConfig
 
 
@@ -38,25 +39,21 @@ class KgCoOp(CoOp):
         self.templates = list(templates)
         self.register_buffer("handcrafted", self.handcrafted_features(tokenizer), persistent=False)  # [C, embed]
 
-    @torch.no_grad()
     def handcrafted_features(self, tokenizer: CLIPTokenizer) -> torch.Tensor:
-        """Normalised frozen-CLIP features ``[C, embed]`` of the hand-crafted prompts.
+        """Normalised frozen-CLIP features ``[C, embed]`` of the hand-crafted prompts (``MEAN_OF_NORMALISED``;
+        one template normalised once, as the release).
 
         Read through the same text tower as the learned prompts, so that a context
         equal to the template's words gives exactly the same feature.
         """
         device = self.text_encoder.embeddings.token_embedding.weight.device
-        names = [class_prompt_name(c) for c in self.classnames]
-        per_template = []
-        for template in self.templates:
-            ids = tokenizer([template.format(n) for n in names], padding="max_length", truncation=True,
-                            max_length=CONTEXT_LENGTH, return_tensors="pt").input_ids.to(device)  # [C, 77]
-            eos = (ids == tokenizer.eos_token_id).int().argmax(-1)  # the first EOS (padding repeats it)
-            features = self.text_encoder(self.text_encoder.token_embedding(ids), eos)
-            per_template.append(F.normalize(features.float(), dim=-1))
-        if len(per_template) == 1:
-            return per_template[0]
-        return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+
+        def encode(texts: list[str]) -> torch.Tensor:
+            ids = clip_token_ids(tokenizer, texts).to(device)  # [C, 77]
+            return self.text_encoder.sentence_features(ids, tokenizer.eos_token_id)
+
+        return template_class_features(encode, self.classnames, self.templates, MEAN_OF_NORMALISED,
+                                       renormalise_single=False)
 
     def knowledge_distance(self, text: torch.Tensor) -> torch.Tensor:
         """Mean over classes of the squared L2 distance of normalised ``text [C, embed]`` to the hand-crafted ones."""

@@ -17,8 +17,8 @@ same towers called without prompts, so it never drifts):
   * ``image_l1``: L1 between normalised prompted and frozen image features;
   * ``kl``: KL(frozen logits || prompted logits) per element, the frozen logits
     being frozen image features against the template-averaged text features.
-This is the same objective as LLaMP's (which took these terms from PromptSRC),
-so ``llamp.model.compute_losses`` computes it. Weights per the paper: text 25,
+This is the same objective as LLaMP's (which took these terms from PromptSRC):
+``llamp.self_regulation`` computes it for both. Weights per the paper: text 25,
 image 10, logits 1.
 
 Gaussian prompt aggregation (GPA): the prompts at the end of epoch ``e``
@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
-from ..clip_tokenizer import CONTEXT_LENGTH
+from ..class_features import MEAN_OF_RAW, template_class_features
+from ..class_prompts import PROMPT_INIT_STD, sentence_context
+from ..clip_loading import clip_text_features
 from ..errors import ConfigError
-from ..model import compute_losses
-from ..prompted_clip import PromptedTextEncoder, PromptedVisionEncoder, replace_positions
-from ..templates import class_prompt_name
-from .maple import PROMPT_INIT_STD, check_depth, class_sentences
+from ..prompt_learner import CLIPScoredPromptLearner, check_depth
+from ..self_regulation import self_regulating_losses
 
 
 @dataclass
@@ -58,18 +58,15 @@ class PromptSRCConfig:
     kl_loss_weight: float = 1.0
 
 
-class PromptSRCPromptLearner(nn.Module):
+class PromptSRCPromptLearner(CLIPScoredPromptLearner):
     """Frozen CLIP with independent deep text and vision prompts, regulated by frozen CLIP itself."""
 
     def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, classnames: list[str], templates: list[str],
                  config: PromptSRCConfig):
-        super().__init__()
         if not templates:
             raise ConfigError("PromptSRC needs at least one hand-written template for its text targets")
+        super().__init__(clip)
         self.config = config
-        clip.requires_grad_(False)
-        self.text_encoder = PromptedTextEncoder(clip)
-        self.vision_encoder = PromptedVisionEncoder(clip)
         check_depth(config.prompt_depth_text, len(self.text_encoder.layers), "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT")
         if config.prompt_depth_vision != 0:
             check_depth(config.prompt_depth_vision, len(self.vision_encoder.layers),
@@ -78,20 +75,16 @@ class PromptSRCPromptLearner(nn.Module):
                 raise ConfigError(f"TRAINER.PROMPTSRC.N_CTX_VISION must be >= 1, got {config.n_ctx_vision}")
         text_width, vision_width = self.text_encoder.width, self.vision_encoder.width
 
-        sentences = class_sentences(self.text_encoder, tokenizer, classnames, config.n_ctx_text, config.ctx_init,
-                                    "TRAINER.PROMPTSRC.N_CTX_TEXT", "TRAINER.PROMPTSRC.CTX_INIT")
-        self.ctx = nn.Parameter(sentences.context_init)  # [n_ctx_text, text_width]
+        self.prompts, context_init = sentence_context(
+            self.text_encoder, tokenizer, classnames, config.n_ctx_text, config.ctx_init,
+            "TRAINER.PROMPTSRC.N_CTX_TEXT", "TRAINER.PROMPTSRC.CTX_INIT")
+        self.ctx = nn.Parameter(context_init)  # [n_ctx_text, text_width]
         self.deep_text = nn.Parameter(torch.empty(config.prompt_depth_text - 1, config.n_ctx_text, text_width)
                                       .normal_(std=PROMPT_INIT_STD))
         self.visual_prompts = nn.Parameter(torch.empty(config.prompt_depth_vision, config.n_ctx_vision, vision_width)
                                            .normal_(std=PROMPT_INIT_STD))
 
-        self.classnames = list(classnames)
         self.templates = list(templates)
-        self.register_buffer("input_ids", sentences.input_ids, persistent=False)
-        self.register_buffer("eos_positions", sentences.eos_positions, persistent=False)
-        self.register_buffer("context_positions", sentences.context_positions, persistent=False)
-        self.register_buffer("logit_scale", clip.logit_scale.detach().float().exp().reshape(()), persistent=False)
         # [C, embed], normalised: computed once, before any precision cast
         self.register_buffer("frozen_text_features", frozen_text_features(clip, tokenizer, classnames, templates),
                              persistent=False)
@@ -99,51 +92,30 @@ class PromptSRCPromptLearner(nn.Module):
     # ---- features --------------------------------------------------------
     def text_features(self) -> torch.Tensor:
         """Prompted class features ``[C, embed]`` (not normalised)."""
-        n_cls = self.input_ids.shape[0]
-        prompts = [p.unsqueeze(0).expand(n_cls, -1, -1) for p in (self.ctx, *self.deep_text)]  # [C, n_ctx, width]
-        embeds = self.text_encoder.token_embedding(self.input_ids)  # [C, 77, width]
-        embeds = replace_positions(embeds, self.context_positions, prompts[0])
-        injections = {d: [(self.context_positions, prompts[d])] for d in range(1, len(prompts))}
-        return self.text_encoder(embeds, self.eos_positions, injections)
+        return self.prompts.text_features(self.text_encoder, [self.ctx, *self.deep_text])
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Prompted image features ``[batch, embed]`` (not normalised)."""
         return self.vision_encoder(images, list(self.visual_prompts))
 
-    @torch.no_grad()
-    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen CLIP's image features ``[batch, embed]``: the same tower without prompts."""
-        return self.vision_encoder(images)
-
-    # ---- the two calls the trainer makes ----------------------------------
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits ``[batch, C]`` of the prompted model."""
-        text = F.normalize(self.text_features().float(), dim=-1)
-        image = F.normalize(self.image_features(images).float(), dim=-1)
-        return self.logit_scale * image @ text.t()
-
+    # ---- training ----------------------------------------------------------
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """``ce``, ``text_l1``, ``image_l1`` and ``kl`` (weighted), and the prompted logits ``[batch, C]``."""
         text = F.normalize(self.text_features().float(), dim=-1)
         image = F.normalize(self.image_features(images).float(), dim=-1)
         frozen_image = F.normalize(self.frozen_image_features(images).float(), dim=-1)
         c = self.config
-        return compute_losses(text, image, frozen_image, self.frozen_text_features, labels, self.logit_scale,
-                              c.text_loss_weight, c.image_loss_weight, c.kl_loss_weight)
+        return self_regulating_losses(text, image, frozen_image, self.frozen_text_features, labels,
+                                      self.logit_scale, c.text_loss_weight, c.image_loss_weight, c.kl_loss_weight)
 
 
-@torch.no_grad()
 def frozen_text_features(clip: CLIPModel, tokenizer: CLIPTokenizer, classnames: list[str],
                          templates: list[str]) -> torch.Tensor:
     """Frozen CLIP's class features ``[C, embed]``: raw features averaged over templates, then normalised."""
-    names = [class_prompt_name(c) for c in classnames]
-    device = clip.logit_scale.device
-    per_template = []
-    for template in templates:
-        ids = tokenizer([template.format(n) for n in names], padding="max_length", truncation=True,
-                        max_length=CONTEXT_LENGTH, return_tensors="pt").input_ids.to(device)
-        per_template.append(clip.get_text_features(input_ids=ids).pooler_output.float())
-    return F.normalize(torch.stack(per_template).mean(0), dim=-1)
+    def encode(texts: list[str]) -> torch.Tensor:
+        return clip_text_features(clip, tokenizer, texts, batch_size=None)  # every class in one batch
+
+    return template_class_features(encode, classnames, templates, MEAN_OF_RAW)
 
 
 # ---- Gaussian prompt aggregation ------------------------------------------

@@ -14,7 +14,6 @@ Each template holds exactly one ``{}`` for the class name.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import ConfigError, MissingFileError
+from ..json_files import read_json
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 BUILTIN_FILE = os.path.join(_HERE, "zero_shot.json")
@@ -49,15 +49,18 @@ def class_prompt_name(classname: str) -> str:
     return classname.replace("_", " ")
 
 
-def check_template(text: Any, where: str) -> None:
-    """``text`` must be a string holding exactly one ``{}`` and no other replacement field (``{{`` is fine)."""
+def check_template(text: Any, where: str, what: str = "template") -> None:
+    """``text`` must be a string holding exactly one ``{}`` and no other replacement field (``{{`` is fine).
+
+    ``where`` names the file or key, ``what`` the entry, in the one-line error.
+    """
     marker = "\x00"  # a character no template holds: counting it counts the fields that were filled
     try:
         filled = text.format(marker) if isinstance(text, str) else None
     except (IndexError, KeyError, ValueError):
         filled = None
     if filled is None or filled.count(marker) != 1:
-        raise ConfigError(f"{where}: template {text!r} must be a string holding exactly one '{{}}' for the "
+        raise ConfigError(f"{where}: {what} {text!r} must be a string holding exactly one '{{}}' for the "
                           "class name (and no other braces)")
 
 
@@ -88,14 +91,9 @@ def _from_file(path: str, dataset_name: str, key: str) -> TemplateChoice:
         single = "{}" in path and not key.startswith("--")  # a config key, where a list can be given
         hint = " (a single template is given as a list: ['a photo of a {}.'])" if single else ""
         raise MissingFileError(f"{key} {path}: no such file{hint}")
-    with open(full, "rb") as f:
-        data = f.read()
-    try:
-        content = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{key} {path} is not valid JSON ({e})") from None
-    digest = hashlib.sha256(data).hexdigest()
     where = f"{key} {path}"
+    file = read_json(full, where)
+    content, digest = file.content, file.sha256
     if isinstance(content, list):
         return TemplateChoice(_checked_list(content, where), full, digest)
     if not isinstance(content, dict):
