@@ -10,7 +10,7 @@
 #   and EXTRA_OPTS as for those scripts (scripts/common.sh). Tables and PNG go to
 #   RESULTS (default $OUTPUT/compare/<dataset>).
 # Tiny setting (TINY=1, or DATA unset): offline on CPU in WORK (default <repository>/compare_work):
-#   tiny random-weight models (python -m llamp.tiny), the Synthetic dataset drawn under
+#   the tiny models (python -m llamp.tiny: the CLIP pre-trained on drawings), the Synthetic dataset drawn under
 #   $WORK/data, every method's demo config, LLaMP's knowledge cache built first; runs in
 #   $WORK/output, tables and PNG in $WORK/results, each run's console output in $WORK/logs.
 #

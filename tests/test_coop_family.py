@@ -204,7 +204,7 @@ def test_train_on_base_then_evaluate_on_new_through_train_py(tiny_models, data_r
 
 def test_class_specific_context_refuses_other_classes(tiny_models, data_root, tmp_path):
     base = in_process_trainer(tiny_models, data_root, tmp_path / "csc", "CoOp", "TRAINER.COOP.CSC", "True")
-    assert base.model.prompts.context.shape == (6, 4, 64)
+    assert base.model.prompts.context.shape == (18, 4, 64)
     base.save_model(1, str(tmp_path / "csc"))
     same = in_process_trainer(tiny_models, data_root, tmp_path / "again", "CoOp", "TRAINER.COOP.CSC", "True")
     same.load_model(str(tmp_path / "csc"), epoch=2)  # the classes it was trained on: fine
