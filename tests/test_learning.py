@@ -14,7 +14,9 @@ import pytest
 from train_cli import REPO, accuracy, run_train
 
 METHODS = ("CoOp", "CoCoOp", "KgCoOp", "MaPLe", "PromptSRC", "LLaMP")
-MARGIN = 4.0  # accuracy points over zero-shot on the base classes
+# Accuracy points over zero-shot on the base classes. Measured gains at seeds 1, 2, 3 (README): the smallest
+# is CoOp's +6.4 at seed 3; at seed 1 every method gains at least 9.2.
+MARGIN = 4.0
 
 
 @pytest.fixture(scope="module")
