@@ -10,7 +10,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 floor=$(sed -nE 's/^transformers>=([0-9.]+).*/\1/p' requirements.txt)
 venv=${FLOOR_VENV:-${TMPDIR:-/tmp}/llamp-transformers-$floor}
 [ -x "$venv/bin/python" ] || python -m venv --system-site-packages "$venv"
-"$venv/bin/python" -m pip install -q "transformers==$floor"
+# With the kernels release that transformers asks for: a newer kernels (installed here for a newer
+# transformers) breaks the floor's import.
+"$venv/bin/python" -m pip install -q "transformers[hub-kernels]==$floor"
 installed=$("$venv/bin/python" -c 'import transformers; print(transformers.__version__)')
 echo "transformers floor: requirements say >=$floor, testing $installed"
 # (--system-site-packages: a failed install would silently test the newer transformers instead)
