@@ -5,9 +5,10 @@ fixed set of these to disk) and the tiny CLIP's pre-training
 (llamp/tiny_clip_pretraining.py, which draws fresh ones from another random
 stream), so both see the same distribution and neither needs the other.
 
-Classes are colour x shape pairs (6 x 6 = 36). The shapes were chosen so that
-a two-layer ViT learns to tell them apart, at least partly, in a minute or two of CPU. The first half (base) are the
-pairs whose colour and shape indices have an even sum, the second half (new)
+Classes are colour x shape pairs (6 x 6 = 36); the shapes were chosen so that
+a two-layer ViT learns to tell them apart, at least partly, in a minute or two
+of CPU. The first half (base) are the pairs whose colour and shape indices have
+an even sum, the second half (new)
 those with an odd sum: each half holds every colour with three shapes and every
 shape with three colours, so a new class is an unseen combination of seen
 attributes.

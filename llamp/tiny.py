@@ -8,7 +8,7 @@ small byte-level BPE tokenizer that has a chat template and, like LLaMA-2's,
 adds a BOS token when tokenising). Everything downstream loads them through
 the same code as the real models.
 
-The CLIP is pre-trained for half a minute on captioned Synthetic-style
+The CLIP is pre-trained for a minute or two on captioned Synthetic-style
 drawings (llamp/tiny_clip_pretraining.py), so that zero-shot accuracy on
 Synthetic is well above chance and prompt learning has something to improve;
 ``--random-weights`` keeps the random-weight CLIP. The LLM's weights are random.

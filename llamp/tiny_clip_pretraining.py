@@ -26,10 +26,8 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTokenizer
 
+from .clip_loading import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
 from .synthetic_shapes import CLASSES, as_stored, draw_shape, size_word
-
-CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Caption wordings, written for this project. {c} colour, {s} shape, {z} "small"/"large" when the
 # shape is clearly one of them (wordings with {z} are used only then).

@@ -29,7 +29,7 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pretrained_tiny_models(tmp_path_factory):
-    """The tiny models of ``python -m llamp.tiny``: the CLIP pre-trained (half a minute), the LLM random."""
+    """The tiny models of ``python -m llamp.tiny``: the CLIP pre-trained (1-2 min), the LLM random."""
     from llamp.tiny import write_tiny_models
 
     return write_tiny_models(str(tmp_path_factory.mktemp("pretrained_tiny_models")), pretrained=True)
