@@ -13,9 +13,11 @@ families: ``TESTED_FAMILIES`` (tests/test_llm_families.py).
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -213,6 +215,11 @@ class LLMPromptDecoder(nn.Module):
     its positions count real tokens only), pass through copies of the LLM's
     last N layers, each attending to its own layer's cache, then through a
     copy of the final norm.
+
+    The first copied layer gets the same M tokens for every class, so its q/k/v
+    projections would compute the same rows C times (a quarter of a LLaMA
+    layer's multiply-adds per token). They are computed once and broadcast
+    (:class:`SharedRowProjections`): only attention and what follows it differ per class.
     """
 
     def __init__(self, tail: DecoderTail, num_tokens: int, train_q: bool = True, train_o: bool = True,
@@ -242,6 +249,8 @@ class LLMPromptDecoder(nn.Module):
         self.cache_keywords = [cache_keyword(layer) for layer in self.layers]
         windows = layer_windows(tail.config)
         self.windows = [windows[i] for i in self.layer_indices]  # each copied layer's sliding window (or None)
+        attention = self.layers[0].self_attn
+        self.shared_projections = SharedRowProjections([attention.q_proj, attention.k_proj, attention.v_proj])
 
     @property
     def num_tokens(self) -> int:
@@ -263,11 +272,50 @@ class LLMPromptDecoder(nn.Module):
         positions = lengths + torch.arange(m, device=hidden.device)  # [batch, M]
         position_embeddings = self.rotary_emb(hidden, positions)
         masks = {w: cache_attention_mask(cache_mask, m, dtype, w) for w in set(self.windows)}
-        for layer, keyword, window, k, v in zip(self.layers, self.cache_keywords, self.windows, keys, values):
+        for j, (layer, keyword, window, k, v) in enumerate(
+                zip(self.layers, self.cache_keywords, self.windows, keys, values)):
             # A fresh cache per call: update() appends in place. Built without the config, so no
             # sliding-window layer crops it: the mask applies the window.
             cache = DynamicCache()
             cache.update(k.to(dtype), v.to(dtype), layer.self_attn.layer_idx)
-            hidden = layer(hidden, attention_mask=masks[window], position_ids=positions,
-                           position_embeddings=position_embeddings, **{keyword: cache})
+            with self.shared_projections.active(batch if j == 0 else 0):  # rows differ after the first layer
+                hidden = layer(hidden, attention_mask=masks[window], position_ids=positions,
+                               position_embeddings=position_embeddings, **{keyword: cache})
         return self.norm(hidden)
+
+
+class SharedRowProjections:
+    """Projections that, while :meth:`active`, compute the first row of their input only and broadcast it.
+
+    For inputs whose rows are known to be equal (the first decoder layer's
+    learned tokens, the same for every class). Forward hooks keep the family's
+    own layer code and the modules' parameter names untouched. The broadcast is
+    an ``expand``, so the backward sums the rows' gradients into the one row
+    computed: the same gradients as computing every row, at ``1 / rows`` of the cost.
+    """
+
+    def __init__(self, modules: list[nn.Module]):
+        self.rows = 0  # 0: inactive, the modules compute as usual
+        self.enabled = True  # False: always compute every row (the tests compare both)
+        for module in modules:
+            module.register_forward_pre_hook(self._first_row)
+            module.register_forward_hook(self._broadcast)
+
+    @contextlib.contextmanager
+    def active(self, rows: int) -> Iterator[None]:
+        """Within the block, the modules' inputs have ``rows`` equal rows (0: they may differ)."""
+        self.rows = rows if self.enabled else 0
+        try:
+            yield
+        finally:
+            self.rows = 0
+
+    def _first_row(self, module: nn.Module, args: tuple):
+        if self.rows > 1:
+            return (args[0][:1], *args[1:])
+        return None
+
+    def _broadcast(self, module: nn.Module, args: tuple, output: torch.Tensor):
+        if self.rows > 1:
+            return output.expand(self.rows, *output.shape[1:])
+        return None

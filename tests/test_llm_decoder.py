@@ -179,3 +179,35 @@ def test_the_cache_goes_under_the_name_the_installed_layer_declares(tiny_models)
     assert cache_keyword(OlderLayer()) == "past_key_value"
     with pytest.raises(ConfigError, match="declares no cache argument"):
         cache_keyword(NoCacheLayer())
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_the_first_layer_projects_the_shared_tokens_once_with_the_same_result_and_gradients(tiny_models,
+                                                                                              num_layers):
+    model, _, mask, cache, _ = llm_forward(tiny_models["llm"])
+    torch.manual_seed(0)
+    decoder = LLMPromptDecoder(load_decoder_tail(tiny_models["llm"], num_layers), num_tokens=3)
+    keys = [cache.layers[i].keys for i in decoder.layer_indices]
+    values = [cache.layers[i].values for i in decoder.layer_indices]
+    seen = []  # rows entering each layer's q_proj
+    for layer in decoder.layers:
+        layer.self_attn.q_proj.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    trainable = {n: p for n, p in decoder.named_parameters() if p.requires_grad}
+
+    def run(shared: bool):
+        decoder.shared_projections.enabled = shared
+        decoder.zero_grad()
+        seen.clear()
+        out = decoder(keys, values, mask)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in trainable.items()}, list(seen)
+
+    per_row, per_row_grads, per_row_seen = run(False)
+    shared, shared_grads, shared_seen = run(True)
+    rows = len(TEXTS)
+    assert per_row_seen == [rows] * num_layers
+    assert shared_seen == [1] + [rows] * (num_layers - 1)  # only the first layer's input rows are all equal
+    assert (shared - per_row).abs().max() < 1e-5
+    assert {n for n, g in shared_grads.items() if g.abs().max() > 0} == set(trainable)
+    for name, grad in per_row_grads.items():
+        assert (shared_grads[name] - grad).abs().max() <= 1e-5 * max(1.0, grad.abs().max()), name
