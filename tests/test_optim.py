@@ -1,14 +1,15 @@
-"""Learning-rate schedules from Dassl's OPTIM keys, and their checkpoint-safe state."""
+"""Optimisers and learning-rate schedules from Dassl's OPTIM keys, and their checkpoint-safe state."""
 import io
 import math
 
 import pytest
 import torch
 from dassl.config import get_cfg_default
+from dassl.optim import build_optimizer as dassl_build_optimizer
 
 from llamp.errors import ConfigError
 from trainers.config import extend_cfg
-from trainers.optim import build_lr_scheduler
+from trainers.optim import build_lr_scheduler, build_optimizer
 
 
 def optim_cfg(**overrides):
@@ -98,3 +99,43 @@ def test_llamp_cosine_period_is_at_least_min_period():
 def test_llamp_cosine_refuses_a_dassl_warmup():
     with pytest.raises(ConfigError, match="OPTIM.WARMUP_EPOCH"):
         llamp_cosine_lrs(optim_cfg(LR_SCHEDULER="llamp_cosine", MAX_EPOCH=2, WARMUP_EPOCH=1), batches=4)
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "amsgrad"])
+def test_adam_family_optimisers_are_dassls_with_fused_kernels_and_step_alike(name):
+    cfg = optim_cfg(NAME=name, LR=2e-3, WEIGHT_DECAY=5e-2, ADAM_BETA1=0.8, ADAM_BETA2=0.95)
+
+    def model_and_groups():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 3))
+        return model, [{"params": model[0].parameters()}, {"params": model[1].parameters(), "lr": 1e-4}]
+
+    def train(build):
+        model, groups = model_and_groups()
+        optimizer = build(model, cfg, param_groups=groups)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            optimizer.zero_grad()
+            model(torch.randn(4, 8, generator=gen)).square().mean().backward()
+            optimizer.step()
+        return model, optimizer
+
+    dassl_model, dassl_optimizer = train(dassl_build_optimizer)
+    model, optimizer = train(build_optimizer)
+    assert type(optimizer) is type(dassl_optimizer)
+    assert all(g["fused"] for g in optimizer.param_groups) and not dassl_optimizer.param_groups[0]["fused"]
+    settings = ("lr", "betas", "weight_decay", "eps", "amsgrad")
+    assert ([{k: g[k] for k in settings} for g in optimizer.param_groups]
+            == [{k: g[k] for k in settings} for g in dassl_optimizer.param_groups])
+    assert optimizer.param_groups[1]["lr"] == 1e-4 and optimizer.param_groups[0]["amsgrad"] == (name == "amsgrad")
+    initial = model_and_groups()[0]
+    for p, q, p0 in zip(model.parameters(), dassl_model.parameters(), initial.parameters()):
+        assert torch.allclose(p, q, atol=1e-6) and not torch.equal(p, p0)  # the same steps, and they moved
+    # the state dict has the same entries: a checkpoint of either resumes the other
+    assert optimizer.state_dict()["state"].keys() == dassl_optimizer.state_dict()["state"].keys()
+
+
+def test_other_optimisers_are_dassls_own():
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, optim_cfg(NAME="sgd", LR=0.1))
+    assert type(optimizer) is torch.optim.SGD and optimizer.param_groups[0]["lr"] == 0.1

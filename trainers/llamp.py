@@ -7,7 +7,6 @@ import random
 import torch
 from dassl.engine import TRAINER_REGISTRY
 from dassl.metrics import compute_accuracy
-from dassl.optim import build_optimizer
 from yacs.config import CfgNode as CN
 
 from llamp.errors import ConfigError
@@ -21,6 +20,7 @@ from .base import ClipTrainer
 from .checkpoint import epoch_file_name
 from .config import config_defaults, method_config, trainer_node
 from .distributed import DeepSpeedRunner, deepspeed_device, is_main_process, shard_train_loader, world_size
+from .optim import build_optimizer
 
 
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import torch
 from dassl.metrics import compute_accuracy
-from dassl.optim import build_optimizer
 from torch import nn
 
 from llamp.clip_loading import LoadedCLIP
 
 from .base import ClipTrainer
+from .optim import build_optimizer
 
 
 class PromptLearningTrainer(ClipTrainer):
