@@ -1,10 +1,12 @@
 """Moving one template's cached keys/values to the device while the previous one computes.
 
 A step (or an evaluation) needs one query template's K/V rows for its classes.
-On CUDA, ``KVStager`` reads the next template's rows from the memory-mapped
-cache files into pinned host memory on a background thread while the current
-step runs, then copies them with ``non_blocking``. On CPU it is a plain read:
-no thread, no pinning, nothing extra.
+On CUDA, ``KVStager`` reads the next template's rows from the cache files
+straight into pinned host memory on a background thread while the current
+step runs, then copies them with ``non_blocking``. PyTorch's caching host
+allocator recycles freed pinned blocks, so after the first steps each read
+lands in a reused staging buffer, not a new pinned allocation. On CPU it is a
+plain read: no thread, no pinning, nothing extra.
 """
 from __future__ import annotations
 
@@ -31,18 +33,12 @@ class KVStager:
         use_thread = on_cuda if background is None else background
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-prefetch") if use_thread else None
         self._pending: dict[int, Future] = {}
-        self._read_lock = threading.Lock()  # one reader of the memory-mapped files at a time
+        self._read_lock = threading.Lock()  # one reader at a time: the cache's open files and masks are shared
 
     def _read_host(self, template: int) -> CachedKV:
         """The rows in host memory (pinned if asked), in the compute dtype."""
         with self._read_lock:
-            kv = self.cache.kv(template, self.rows, dtype=self.dtype)
-        if self.pin:
-            # PyTorch's caching host allocator reuses freed pinned blocks: after the first
-            # steps this is a copy into a recycled staging buffer, not a new pinned allocation
-            kv.layers = [(k.pin_memory(), v.pin_memory()) for k, v in kv.layers]
-            kv.mask = kv.mask.pin_memory()
-        return kv
+            return self.cache.kv(template, self.rows, dtype=self.dtype, pin=self.pin)
 
     def prefetch(self, template: int) -> None:
         """Start reading ``template`` in the background (a no-op without a background thread)."""

@@ -4,12 +4,13 @@ their header, read by rows.
 A header check reads no tensor data: it confirms the file holds every byte
 its header describes and the tensors it should, so a truncated copy or an
 interrupted write is caught on open rather than as garbage later. Reading
-rows touches only those rows of a memory-mapped file.
+rows (:class:`TensorFileReader`) reads only those rows, with positioned reads.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 from typing import Any, Mapping
@@ -90,21 +91,99 @@ def check_tensors(path: str, header: Mapping[str, Any], expect: Mapping[str, tup
                               f"{info.get('shape')}, expected {dtype} {shape}: rebuild the cache")
 
 
-def read_rows(handle, name: str, rows: torch.Tensor, seq_start: int | None) -> torch.Tensor:
-    """``tensor[rows]`` (and ``[..., seq_start:, :]`` for K/V), reading contiguous runs of rows only."""
-    view = handle.get_slice(name)
-    unique, inverse = torch.unique(rows, return_inverse=True)  # sorted
-    parts, run_start = [], 0
-    values = unique.tolist()
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[i - 1] + 1:
-            lo, hi = values[run_start], values[i - 1] + 1
-            parts.append(view[lo:hi] if seq_start is None else view[lo:hi, :, seq_start:, :])
-            run_start = i
-    if not parts:
-        shape = list(view.get_shape())
-        shape[0] = 0
-        if seq_start is not None:
-            shape[2] -= seq_start
-        return torch.empty(shape, dtype=torch_dtype(view.get_dtype()))
-    return torch.cat(parts)[inverse]
+MAX_READ_BYTES = 1 << 28
+
+
+class TensorFileReader:
+    """Tensors of one safetensors file read by rows with positioned reads (``os.preadv``), no memory map.
+
+    A memory map would leave every page it touched in the process's resident
+    memory: over a training run every template's rows of the classes get read,
+    up to the whole cache (17 GB for ImageNet's base half). Read this way, the
+    file's pages stay in the kernel's page cache, shared and outside the
+    process; the process holds only the tensors returned. ``header`` comes from
+    :func:`read_safetensors_header`, which checked the file's size.
+    """
+
+    def __init__(self, path: str, header: Mapping[str, Any]):
+        self.path = path
+        self.header = header
+        self._fd = None
+        self._fd = os.open(path, os.O_RDONLY)
+        with open(path, "rb") as f:
+            self._data_start = 8 + struct.unpack("<Q", f.read(8))[0]
+
+    # A copy (pickle, deepcopy) opens its own descriptor: two objects must never close the same one.
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "header": self.header}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["header"])
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()
+
+    def shape(self, name: str) -> list[int]:
+        return list(self.header[name]["shape"])
+
+    def read(self, name: str, rows: torch.Tensor | None = None, seq_start: int | None = None,
+             pin: bool = False) -> torch.Tensor:
+        """``tensor[rows]`` (every row if None; any order, repeats allowed), and with ``seq_start`` only
+        ``[..., seq_start:, :]`` of a ``[n, heads, seq, head_dim]`` tensor. ``pin``: into pinned memory."""
+        info = self.header[name]
+        shape, dtype = list(info["shape"]), torch_dtype(info["dtype"])
+        item = torch.empty((), dtype=dtype).element_size()
+        rows = torch.arange(shape[0]) if rows is None else rows
+        row_bytes = math.prod(shape[1:]) * item
+        first = self._data_start + info["data_offsets"][0]
+        trim = seq_start or 0
+        out_shape = [len(rows), *shape[1:]]
+        if trim:
+            out_shape[2] -= trim
+        out = torch.empty(out_shape, dtype=dtype, pin_memory=pin)
+        if out.numel() == 0:
+            return out
+        buffer = memoryview(out.view(-1).view(torch.uint8).numpy())  # the output's bytes, written in place
+        if not trim:  # a run of consecutive rows is one contiguous range of the file: one read per run
+            i, order = 0, rows.tolist()
+            most = max(1, MAX_READ_BYTES // row_bytes)  # Linux moves at most about 2 GiB per read
+            while i < len(order):
+                j = i + 1
+                while j < len(order) and j - i < most and order[j] == order[j - 1] + 1:
+                    j += 1
+                self._read_into([buffer[i * row_bytes:j * row_bytes]], first + order[i] * row_bytes)
+                i = j
+            return out
+        # With the leading columns trimmed, a row's kept part is one span per head, separated by the
+        # trimmed columns: one read per row, the gaps read into a scratch buffer and dropped.
+        heads, seq, tail = shape[1], shape[2], math.prod(shape[3:]) * item
+        kept, skipped = (seq - trim) * tail, trim * tail
+        gap = memoryview(bytearray(skipped))
+        out_row = heads * kept
+        for i, row in enumerate(rows.tolist()):
+            spans = []
+            for h in range(heads):
+                if h:
+                    spans.append(gap)
+                spans.append(buffer[i * out_row + h * kept:i * out_row + (h + 1) * kept])
+            self._read_into(spans, first + row * row_bytes + skipped)
+        return out
+
+    def _read_into(self, buffers: list[memoryview], offset: int) -> None:
+        wanted = sum(len(b) for b in buffers)
+        if hasattr(os, "preadv"):
+            got = os.preadv(self._fd, buffers, offset)
+        else:  # platforms without preadv: one read per buffer
+            got = 0
+            for b in buffers:
+                data = os.pread(self._fd, len(b), offset + got)
+                b[:len(data)] = data
+                got += len(data)
+        if got != wanted:  # a short read: the file changed or shrank since it was opened
+            raise ConfigError(f"knowledge cache file {self.path} is truncated or corrupt (read {got} of "
+                              f"{wanted} bytes at offset {offset}): rebuild the cache")

@@ -1,4 +1,4 @@
-"""Reading a knowledge cache: validated when opened, memory-mapped, only the requested rows copied out.
+"""Reading a knowledge cache: validated when opened, only the requested rows read from disk.
 
 The format is ``llamp.knowledge_cache.files``'s. Opening checks what would
 otherwise give silently wrong results: the LLM's identity and weight digests,
@@ -15,7 +15,8 @@ import torch
 
 from ..errors import ConfigError, MissingFileError
 from ..llm_identity import compare_llm_identity, llm_identity
-from ..safetensors_files import SAFETENSORS_DTYPES, check_tensors, file_sha256, read_rows, read_safetensors_header
+from ..safetensors_files import (SAFETENSORS_DTYPES, TensorFileReader, check_tensors, file_sha256,
+                                 read_safetensors_header)
 from .files import (BUILD_COMMAND_HINT, FORMAT_VERSION, HEADER_FIELDS, KV_DTYPES, MASK_KEY, METADATA_FILE,
                     TARGETS_KEY, key_name, read_metadata, value_name)
 
@@ -49,7 +50,7 @@ class KnowledgeCache:
     """Read-only access to a built cache folder (see the module doc for the layout).
 
     Open it with :meth:`open`, which validates the folder; tensors are read
-    lazily from memory-mapped files, only the rows that are asked for.
+    lazily, only the rows that are asked for (positioned reads, no memory map).
     """
 
     def __init__(self, folder: str, metadata: dict, num_layers: int):
@@ -242,24 +243,30 @@ class KnowledgeCache:
         return torch.tensor([self._index[n] for n in names], dtype=torch.long)
 
     def kv(self, template_index: int, class_indices: Sequence[int] | torch.Tensor, device: Any = None,
-           dtype: torch.dtype | None = None, trim: bool = True) -> CachedKV:
+           dtype: torch.dtype | None = None, trim: bool = True, pin: bool = False) -> CachedKV:
         """Keys/values of the last ``num_layers`` layers and the mask, for template ``template_index``.
 
         Only the requested rows are read from disk. ``trim`` drops the leading
         columns that are padding for every requested class (columns in a gap
         are kept: the mask covers them). Results go to ``device`` (default
-        CPU) in ``dtype`` (default: as stored).
+        CPU) in ``dtype`` (default: as stored); ``pin``: to pinned host memory
+        (for a non-blocking copy to a GPU), read there directly when no
+        conversion is needed.
         """
         entry = self._entry(template_index)
         rows = self._rows(class_indices)
         mask = self._mask(template_index, entry)[rows]
         start = _first_token_column(mask) if trim else 0
-        handle = self._open(entry["file"])
+        file = self._open(entry["file"])
+        convert = dtype is not None and dtype != self.dtype
         layers = []
         for layer in self.layer_indices:
-            pair = tuple(read_rows(handle, name, rows, start) for name in (key_name(layer), value_name(layer)))
-            layers.append(tuple(t.to(device=device, dtype=dtype or t.dtype) for t in pair))
-        mask = mask[:, start:].long().to(device)
+            pair = [file.read(name, rows, start, pin=pin and not convert) for name in (key_name(layer), value_name(layer))]
+            if convert:
+                pair = [torch.empty(t.shape, dtype=dtype, pin_memory=pin).copy_(t) for t in pair]
+            layers.append(tuple(t.to(device) for t in pair))
+        mask = mask[:, start:].long()
+        mask = (mask.pin_memory() if pin else mask).to(device)
         return CachedKV(layers=layers, mask=mask, layer_indices=list(self.layer_indices))
 
     def targets(self, class_indices: Sequence[int] | torch.Tensor | None = None, device: Any = None) -> torch.Tensor:
@@ -267,10 +274,8 @@ class KnowledgeCache:
         entry = self.metadata.get("targets")
         if not entry:
             raise ConfigError(f"knowledge cache {self.folder} has no distillation targets yet: finish the build")
-        handle = self._open(entry["file"])
-        if class_indices is None:
-            return handle.get_tensor(TARGETS_KEY).to(device)
-        return read_rows(handle, TARGETS_KEY, self._rows(class_indices), None).to(device)
+        rows = None if class_indices is None else self._rows(class_indices)
+        return self._open(entry["file"]).read(TARGETS_KEY, rows).to(device)
 
     def verify(self) -> None:
         """Check every file's sha256 against metadata.json (reads all data; ConfigError naming a bad file)."""
@@ -300,16 +305,21 @@ class KnowledgeCache:
             raise IndexError(f"class index out of range (cache has {self.num_classes} classes)")
         return rows
 
-    def _open(self, file: str):
-        from safetensors import safe_open
-
-        if file not in self._files:  # memory-mapped: the OS pages in only what is read
-            self._files[file] = safe_open(os.path.join(self.folder, file), framework="pt", device="cpu")
+    def _open(self, file: str) -> TensorFileReader:
+        if file not in self._files:  # read by rows, as asked (no memory map: see TensorFileReader)
+            path = os.path.join(self.folder, file)
+            self._files[file] = TensorFileReader(path, read_safetensors_header(path))
         return self._files[file]
+
+    def close(self) -> None:
+        """Close the files opened so far (a later read opens them again)."""
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
 
     def _mask(self, template_index: int, entry: Mapping[str, Any]) -> torch.Tensor:
         if template_index not in self._masks:  # small ([classes, seq] int8): kept in memory
-            self._masks[template_index] = self._open(entry["file"]).get_tensor(MASK_KEY)
+            self._masks[template_index] = self._open(entry["file"]).read(MASK_KEY)
         return self._masks[template_index]
 
 
