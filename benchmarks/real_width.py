@@ -1,6 +1,6 @@
 """LLaMP, MaPLe and zero-shot CLIP side by side at real widths on CPU, and how LLaMP's cost grows with classes.
 
-    python benchmarks/real_width.py [--quick] [--classes 12 24 48] [--steps 3] [--json FILE]
+    python benchmarks/real_width.py [--quick] [--classes 12 24 48] [--steps 3] [--json FILE] [--baseline JSON]
 
 Everything has real widths and random weights, fp32 on 2 threads, the same in every model:
   * CLIP ViT-B/16 shapes (text 512 x 12 layers, vision 768 x 12, patch 16, 224 px,
@@ -15,7 +15,7 @@ Everything has real widths and random weights, fp32 on 2 threads, the same in ev
     trainer makes) and read with ``KVStager``, one random template per step;
   * each method's reference config (LLaMP base2new.yaml, MaPLe vit_b16_base2new.yaml,
     ZeroshotCLIP vit_b16.yaml) with PREC fp32, and its optimiser from Dassl's
-    ``build_optimizer`` over the trainer's parameter groups (LLaMP: AdamW, two
+    ``build_optimizer`` (trainers.optim: Dassl's, Adam-family fused) over the trainer's parameter groups (LLaMP: AdamW, two
     learning rates, gradient clipping 1.0; MaPLe: SGD);
   * one batch of 4 random images, for training and for evaluation.
 
@@ -35,7 +35,9 @@ Printed (and written to ``--json``): the side-by-side table at 24 classes with t
 ratios LLaMP/MaPLe (training step) and LLaMP/zero-shot (evaluation of one batch);
 then each measure at every class count, fitted as a + b x classes, extrapolated to
 SUN397's (199) and ImageNet's (500) base halves; and the knowledge cache's bytes
-per class on disk and on the device. Absolute times depend on the CPU and its load
+per class on disk and on the device. With ``--baseline OLD.json`` (an earlier run's
+JSON, e.g. of the code before a change), each target measure then and now and
+whether it meets the performance issue's target. Absolute times depend on the CPU and its load
 (the load average is printed with them): compare the ratios.
 """
 from __future__ import annotations
@@ -183,7 +185,7 @@ class LLaMPBench:
     """The LLaMP trainer's model, cache reads and optimiser step, without Dassl's loop around them."""
 
     def __init__(self, job: dict):
-        from dassl.optim import build_optimizer
+        from trainers.optim import build_optimizer
 
         from llamp.clip_loading import load_clip
         from llamp.knowledge_cache.reader import KnowledgeCache
@@ -257,12 +259,22 @@ class LLaMPBench:
         self.model.eval()
 
     def text_features(self) -> None:
-        """Every template's text features, as the trainer computes them once per evaluation."""
+        """Every template's text features, as the trainer computes them once per evaluation (the seconds
+        spent in the LLM prompt decoder kept apart in ``text_parts``)."""
+        marks = []
+        decoder = self.model.decoder
+        hooks = [decoder.register_forward_pre_hook(lambda *_: marks.append(-time.perf_counter())),
+                 decoder.register_forward_hook(lambda *_: marks.append(time.perf_counter()))]
+        start = time.perf_counter()
         features = []
         for t in range(self.cache.num_templates):
             keys, values, mask = self.template_kv(t)
             features.append(F.normalize(self.model.text_features(keys, values, mask).float(), dim=-1))
         self.text = torch.stack(features)  # [T, C, embed]
+        total = time.perf_counter() - start
+        for hook in hooks:
+            hook.remove()
+        self.text_parts = {"llm_decoder": sum(marks), "rest": total - sum(marks)}
 
     def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.class_probabilities(images, self.text)
@@ -275,7 +287,7 @@ class MaPLeBench:
     """The MaPLe trainer's prompt learner and optimiser (PromptLearningTrainer's step)."""
 
     def __init__(self, job: dict):
-        from dassl.optim import build_optimizer
+        from trainers.optim import build_optimizer
 
         from llamp.clip_loading import load_clip
         from trainers.maple import MaPLe
@@ -372,6 +384,7 @@ def serve(job: dict, conn) -> None:
         actions = {
             "step": lambda: bench.step(images, labels),
             "parts": lambda: bench.parts(images),
+            "text_parts": lambda: getattr(bench, "text_parts", None),
             "text_features": bench.text_features,
             "eval_batch": lambda: bench.eval_batch(images),
         }
@@ -391,7 +404,7 @@ def serve(job: dict, conn) -> None:
                     start = time.perf_counter()
                     reply = actions[command]()
                     seconds = time.perf_counter() - start
-                conn.send(reply if isinstance(reply, dict) else seconds)
+                conn.send(reply if isinstance(reply, dict) or command == "text_parts" else seconds)
     except BaseException:
         import traceback
 
@@ -457,6 +470,9 @@ def measure_group(jobs: dict[str, dict], steps: int, parts: bool, log) -> list[d
         for method, worker in workers.items():
             worker.ask("phase", "eval")
             results[method]["text_features_s"] = worker.ask("text_features")  # once per evaluation
+            parts = worker.ask("text_parts")
+            if parts:
+                results[method]["text_features_parts_s"] = parts
             worker.ask("eval_batch")  # warm-up
         batches = {method: [] for method in workers}
         for i in range(max(1, min(steps, 3))):
@@ -549,6 +565,7 @@ def print_report(report: dict) -> None:
         ("  backward (s)", lambda r: r["step_s"]["backward"]),
         ("  optimiser step (s)", lambda r: r["step_s"]["optimiser"]),
         ("text features, one evaluation (s)", lambda r: r["text_features_s"]),
+        ("  of which LLM prompt decoder (s)", lambda r: r["text_features_parts_s"]["llm_decoder"]),
         (f"evaluation of one batch of {BATCH} (s)", lambda r: r["eval_batch_s"]),
         ("text tower positions per class", lambda r: r["text_positions"]),
         ("trainable parameters (M)", lambda r: r["trainable_params"] / 1e6),
@@ -576,6 +593,8 @@ def print_report(report: dict) -> None:
         print(f"LLaMP's step part by part ({n} classes; each part's forward + backward timed alone):")
         for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
             print(f"  {PART_NAMES[name]:35s}{seconds:7.2f} s {100 * seconds / total:4.0f}%")
+    if report.get("baseline"):
+        print_baseline(report["baseline"])
 
     rows = report["scaling"]
     if rows:
@@ -607,6 +626,43 @@ def print_report(report: dict) -> None:
     print("GPU rows (bf16 DeepSpeed step time and peak GPU memory at 24 and 500 classes): not yet measured")
 
 
+# What the performance issue asked of LLaMP at the main class count: (label, value, target, target is a ratio
+# to the baseline run (else an absolute bound)).
+TARGETS = [
+    ("LLaMP / MaPLe, training step", lambda rep, r: rep["ratios"]["LLaMP / MaPLe, training step"], 1.5, False),
+    ("LLaMP training step (s)", lambda rep, r: r["step_s"]["total"], None, True),
+    ("LLaMP text features, one evaluation (s)", lambda rep, r: r["text_features_s"], 0.5, True),
+    ("LLaMP peak RSS while training (GiB)", lambda rep, r: training_memory(r)["vm_hwm"] / GIB, 0.8, True),
+    ("LLaMP peak RSS with evaluation (GiB)", lambda rep, r: whole_run_memory(r)["vm_hwm"] / GIB, 0.8, True),
+    ("LLaMP peak resident anonymous (GiB)", lambda rep, r: whole_run_memory(r)["anon"] / GIB, None, True),
+]
+
+
+def compare_with_baseline(report: dict, baseline: dict, label: str) -> dict:
+    """Each target measure in ``baseline`` (an earlier run's JSON) and now, at the main class count."""
+    def main_llamp(rep):
+        return next(r for r in rep["runs"] if r["method"] == "LLaMP" and r["classes"] == rep["main_classes"])
+
+    then, now = main_llamp(baseline), main_llamp(report)
+    rows = []
+    for name, value, target, relative in TARGETS:
+        before, after = value(baseline, then), value(report, now)
+        met = None if target is None else (after / before if relative else after) <= target
+        rows.append({"measure": name, "baseline": before, "now": after, "ratio": after / before,
+                     "target": None if target is None else (f"<= {target}x baseline" if relative else f"<= {target}"),
+                     "met": met})
+    return {"file": label, "load": baseline.get("load_before"), "rows": rows}
+
+
+def print_baseline(comparison: dict) -> None:
+    print(f"\nAgainst the baseline run {comparison['file']} (its {comparison['load']} at start):")
+    print(f"{'':42s}{'baseline':>10s}{'now':>9s}{'now/base':>10s}  target")
+    for row in comparison["rows"]:
+        verdict = "" if row["met"] is None else ("met" if row["met"] else "NOT met")
+        print(f"{row['measure']:42s}{row['baseline']:10.2f}{row['now']:9.2f}{row['ratio']:9.2f}x  "
+              f"{row['target'] or '':22s}{verdict}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="development run: 12 and 24 classes, 1 timed step")
@@ -614,6 +670,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help=f"timed training steps after one warm-up at {MAIN_CLASSES} classes "
                         "(default 3; one fewer at the other class counts)")
     parser.add_argument("--no-parts", action="store_true", help="skip timing LLaMP's step part by part")
+    parser.add_argument("--baseline", metavar="JSON", help="an earlier run's JSON (e.g. before a change, on the "
+                        "same machine): prints each target measure then and now")
     parser.add_argument("--json", default=os.path.join(REPO, "output", "benchmarks", "real_width.json"),
                         help="where to write the results (default: output/benchmarks/real_width.json)")
     args = parser.parse_args(argv)
@@ -657,6 +715,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "scaling": scaling_rows(results),
     }
+    if args.baseline:
+        with open(args.baseline) as f:
+            report["baseline"] = compare_with_baseline(report, json.load(f), args.baseline)
     print_report(report)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
