@@ -231,6 +231,7 @@ class LLaMPBench:
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.optim.step()
+        self.optim.zero_grad(set_to_none=True)  # as the trainers do: no gradients held beside the next forward
         end = time.perf_counter()
         return {"forward": forward - start, "kv_read": read - start, "backward": backward - forward,
                 "optimiser": end - backward}
@@ -310,6 +311,7 @@ class MaPLeBench:
         loss.backward()
         backward = time.perf_counter()
         self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
         end = time.perf_counter()
         return {"forward": forward - start, "backward": backward - forward, "optimiser": end - backward}
 

@@ -124,7 +124,8 @@ class ClipTrainer(TrainerX):
 
     def optimization_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, max_norm: float = 0.0,
                           scaler=None) -> None:
-        """zero_grad, backward, optional gradient clipping, step (with loss scaling if given)."""
+        """zero_grad, backward, optional gradient clipping, step (with loss scaling if given), and the
+        gradients released: held until the next backward, they would sit beside the next forward's activations."""
         self.detect_anomaly(loss)
         optimizer.zero_grad()
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -135,11 +136,12 @@ class ClipTrainer(TrainerX):
                 torch.nn.utils.clip_grad_norm_(params, max_norm)
             scaler.step(optimizer)
             scaler.update()
-            return
-        loss.backward()
-        if max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, max_norm)
-        optimizer.step()
+        else:
+            loss.backward()
+            if max_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, max_norm)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     # ---- hand-written prompts --------------------------------------------
     def choose_templates(self, cfg, ensemble: bool) -> TemplateChoice:
