@@ -23,8 +23,9 @@ Every (method, class count) runs in its own spawned process, so that its memory
 is its own; a thread in it samples that memory (``benchmarks/rss.py``: resident
 anonymous memory apart from reclaimable file-backed pages). The methods of one
 class count are alive together and take turns, step by step, so that a change of
-machine load hits them alike. Each runs one warm-up and ``--steps`` timed
-training steps (one fewer at the other class counts), the forward (with the K/V
+machine load hits them alike. Each runs two warm-up steps (the step after the
+first was still 20-30 % slower in every run) and ``--steps`` timed training
+steps (two at the other class counts), the forward (with the K/V
 read and the losses), backward and optimiser step timed apart (medians); then
 one evaluation's text features, and the evaluation of one batch (median of up to
 3 after a warm-up). Checkpoint sizes are the bytes ``torch.save`` writes for the
@@ -72,6 +73,7 @@ CLASSNAMES = DTD_BASE + [
 DATASET = "DescribableTextures"  # the zero-shot prompts of DTD, whose class names these are
 THREADS, BATCH, NUM_TEMPLATES, CACHE_LENGTH = 2, 4, 11, 96
 MAIN_CLASSES = 24
+WARMUP_STEPS = 2
 EXTRAPOLATE = {"SUN397 base": 199, "ImageNet base": 500}
 METHODS = ("LLaMP", "MaPLe", "ZeroshotCLIP")
 PART_NAMES = {"llm_decoder": "LLM prompt decoder", "text_tower": "CLIP text tower (prompted)",
@@ -223,6 +225,7 @@ class LLaMPBench:
         keys, values, mask = self.template_kv(self.draw.randrange(self.cache.num_templates))
         read = time.perf_counter()
         losses, _ = self.model.losses(images, labels, keys, values, mask, self.targets)
+        del keys, values  # as the trainer does: not kept through the backward
         loss = sum(losses.values())
         forward = time.perf_counter()
         self.optim.zero_grad()
@@ -456,7 +459,8 @@ def measure_group(jobs: dict[str, dict], steps: int, parts: bool, log) -> list[d
         trainers = [m for m in workers if m != "ZeroshotCLIP"]
         for method in trainers:
             workers[method].ask("phase", "train")
-            workers[method].ask("step")  # warm-up
+            for _ in range(WARMUP_STEPS):
+                workers[method].ask("step")
         timed = {method: [] for method in trainers}
         for i in range(steps):
             order = trainers if i % 2 == 0 else trainers[::-1]  # neither always goes first
@@ -669,8 +673,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="development run: 12 and 24 classes, 1 timed step")
     parser.add_argument("--classes", type=int, nargs="+", help="class counts (default 12 24 48)")
-    parser.add_argument("--steps", type=int, help=f"timed training steps after one warm-up at {MAIN_CLASSES} classes "
-                        "(default 3; one fewer at the other class counts)")
+    parser.add_argument("--steps", type=int, help=f"timed training steps after {WARMUP_STEPS} warm-up steps at "
+                        f"{MAIN_CLASSES} classes (default 5; at most 2 at the other class counts)")
     parser.add_argument("--no-parts", action="store_true", help="skip timing LLaMP's step part by part")
     parser.add_argument("--baseline", metavar="JSON", help="an earlier run's JSON (e.g. before a change, on the "
                         "same machine): prints each target measure then and now")
@@ -680,7 +684,8 @@ def main(argv: list[str] | None = None) -> dict:
     classes = sorted(set(args.classes or ([12, 24] if args.quick else [12, 24, 48])))
     if not 1 <= min(classes) <= max(classes) <= len(CLASSNAMES):
         parser.error(f"--classes must lie in 1..{len(CLASSNAMES)}")
-    steps = args.steps or (1 if args.quick else 3)
+    steps = args.steps or (1 if args.quick else 5)
+    steps_others = max(1, min(2, steps - 1))
     main_classes = MAIN_CLASSES if MAIN_CLASSES in classes else classes[len(classes) // 2]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(THREADS)
@@ -699,14 +704,14 @@ def main(argv: list[str] | None = None) -> dict:
         for n, methods in groups:
             log(f"{', '.join(methods)} with {n} classes ({uptime_line()})")
             jobs = {m: {**paths, "method": m, "classnames": CLASSNAMES[:n]} for m in methods}
-            runs += measure_group(jobs, steps if n == main_classes else max(1, steps - 1),
+            runs += measure_group(jobs, steps if n == main_classes else steps_others,
                                   parts=n == main_classes and not args.no_parts, log=log)
 
     results = {(r["method"], r["classes"]): r for r in runs}
     llamp, maple, zs = (results.get((m, main_classes)) for m in METHODS)
     report = {
         "setup": {"threads": THREADS, "batch": BATCH, "templates": NUM_TEMPLATES, "cache_length": CACHE_LENGTH,
-                  "dtype": "float32", "steps_main": steps, "steps_others": max(1, steps - 1),
+                  "dtype": "float32", "steps_main": steps, "steps_others": steps_others, "warmup_steps": WARMUP_STEPS,
                   "torch": torch.__version__},
         "main_classes": main_classes, "load_before": load_before, "load_after": uptime_line(),
         "wall_s": time.perf_counter() - started, "runs": runs, "cache": cache,
