@@ -128,16 +128,13 @@ class TensorFileReader:
     def __del__(self):
         self.close()
 
-    def shape(self, name: str) -> list[int]:
-        return list(self.header[name]["shape"])
-
     def read(self, name: str, rows: torch.Tensor | None = None, seq_start: int | None = None,
              pin: bool = False) -> torch.Tensor:
         """``tensor[rows]`` (every row if None; any order, repeats allowed), and with ``seq_start`` only
         ``[..., seq_start:, :]`` of a ``[n, heads, seq, head_dim]`` tensor. ``pin``: into pinned memory."""
         info = self.header[name]
         shape, dtype = list(info["shape"]), torch_dtype(info["dtype"])
-        item = torch.empty((), dtype=dtype).element_size()
+        item = dtype.itemsize
         rows = torch.arange(shape[0]) if rows is None else rows
         row_bytes = math.prod(shape[1:]) * item
         first = self._data_start + info["data_offsets"][0]

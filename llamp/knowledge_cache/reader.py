@@ -311,12 +311,6 @@ class KnowledgeCache:
             self._files[file] = TensorFileReader(path, read_safetensors_header(path))
         return self._files[file]
 
-    def close(self) -> None:
-        """Close the files opened so far (a later read opens them again)."""
-        for file in self._files.values():
-            file.close()
-        self._files.clear()
-
     def _mask(self, template_index: int, entry: Mapping[str, Any]) -> torch.Tensor:
         if template_index not in self._masks:  # small ([classes, seq] int8): kept in memory
             self._masks[template_index] = self._open(entry["file"]).read(MASK_KEY)
