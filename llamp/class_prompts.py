@@ -45,6 +45,9 @@ from .templates import class_prompt_name
 NAME_POSITIONS = ("end", "middle", "front")
 PLACEHOLDER_WORD = "X"  # the context's words when it starts at random: its embeddings are always replaced
 PROMPT_INIT_STD = 0.02  # the releases' init of prompt vectors not taken from words
+# The releases of MaPLe, IVLP and PromptSRC take the context from CTX_INIT only when N_CTX is at most this
+# (a hard-coded 4); a longer context starts at random whatever CTX_INIT says.
+MAX_CONTEXT_FROM_WORDS = 4
 
 
 @dataclass
@@ -181,19 +184,28 @@ def sentence_context(text_encoder: PromptedTextEncoder, tokenizer: CLIPTokenizer
                      n_ctx: int, ctx_init: str, n_ctx_key: str, ctx_init_key: str) -> tuple[ClassPrompts, torch.Tensor]:
     """MaPLe's and PromptSRC's class prompts, and the initial context ``[n_ctx, width]``.
 
-    With ``ctx_init`` (e.g. "a photo of a") the sentence is "a photo of a {class}." and
-    its first ``n_ctx`` tokens are learned, starting from their embeddings; without,
-    it is "X ... X {class}." with a random context, N(0, PROMPT_INIT_STD^2).
-    ``n_ctx_key`` and ``ctx_init_key`` name the config keys in errors.
+    With ``ctx_init`` (e.g. "a photo of a", "_" a space) and ``n_ctx`` at most
+    MAX_CONTEXT_FROM_WORDS, the sentence is "a photo of a {class}." and its first
+    ``n_ctx`` tokens are learned, starting from their embeddings; otherwise (as in
+    the releases, with a note when ``ctx_init`` goes unused) it is "X ... X {class}."
+    with a random context, N(0, PROMPT_INIT_STD^2). ``n_ctx_key`` and ``ctx_init_key``
+    name the config keys in errors.
     """
     if n_ctx < 1:
         raise ConfigError(f"{n_ctx_key} must be >= 1, got {n_ctx}")
+    if ctx_init and n_ctx > MAX_CONTEXT_FROM_WORDS:
+        print(f"Note: {ctx_init_key} {ctx_init!r} is not used: {n_ctx_key} {n_ctx} > {MAX_CONTEXT_FROM_WORDS}, "
+              f"and the releases initialise only up to {MAX_CONTEXT_FROM_WORDS} context tokens from words: "
+              "the context starts at random")
+        ctx_init = ""
     if ctx_init:
         words = ctx_init.replace("_", " ")
         count = len(tokenizer(words, add_special_tokens=False).input_ids)
-        if count < n_ctx:
-            raise ConfigError(f"{ctx_init_key} {ctx_init!r} has {count} tokens, fewer than the "
-                              f"{n_ctx} context tokens asked for: lengthen it or set it to '' (random init)")
+        if count < n_ctx:  # the releases would learn the class name's tokens as context
+            lower = f"lower {n_ctx_key} to {count}, " if count else ""
+            raise ConfigError(f"{ctx_init_key} {ctx_init!r} has {count} tokens, fewer than {n_ctx_key} {n_ctx}: "
+                              f"lengthen it to at least {n_ctx} tokens (e.g. 'a photo of a'), {lower}or set "
+                              f"{ctx_init_key} '' (random init)")
     else:
         words = placeholder_context(n_ctx)
     prompts = ClassPrompts(class_prompt_layout(tokenizer, classnames, words, learned=n_ctx, keys=ctx_init_key))

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from train_cli import REPO, accuracy, run_train, training_losses
+from train_cli import REPO, accuracy, error_line, run_train, training_losses
 
 from llamp.baselines.cocoop import CoCoOp, CoCoOpConfig
 from llamp.baselines.coop import CoOp, CoOpConfig
@@ -81,14 +81,50 @@ def test_bad_context_settings_name_their_key(clip):
         coop(clip, cls=lambda *a: KgCoOp(*a, [TEMPLATE]), config=KgCoOpConfig(n_ctx=80))
 
 
+# ---- CTX_INIT read as the releases read it --------------------------------
+def test_underscored_init_learns_one_vector_per_word(clip):
+    assert len(clip.tokenizer("a_photo_of_a", add_special_tokens=False).input_ids) == 7  # "_" is a token of its own
+    underscored, spaced = coop(clip, ctx_init="a_photo_of_a"), coop(clip, ctx_init="a photo of a")
+    words = clip.tokenizer("a photo of a", add_special_tokens=False).input_ids
+    assert underscored.prompts.n_ctx == 4 and underscored.prompts.context.shape == (4, 64)
+    assert torch.equal(underscored.prompts.context, underscored.text_encoder.token_embedding(torch.tensor(words)))
+    assert torch.equal(underscored.prompts.input_ids, spaced.prompts.input_ids)
+    assert torch.equal(underscored.text_features(), spaced.text_features())
+
+
+def test_a_word_of_several_tokens_learns_the_first_tokens_and_keeps_the_rest_as_text(clip):
+    init = "a photo of an axolotl"  # 5 words, 8 tokens: "axolotl" is 4
+    tok = clip.tokenizer
+    ids = tok(init, add_special_tokens=False).input_ids
+    assert len(ids) == 8
+    model = coop(clip, ctx_init=init.replace(" ", "_"))
+    prompts = model.prompts
+    assert prompts.n_ctx == 5 and prompts.context_positions[0].tolist() == [1, 2, 3, 4, 5]
+    assert torch.equal(prompts.context, model.text_encoder.token_embedding(torch.tensor(ids[:5])))
+    sentence = tok(f"{init} red circle.").input_ids  # <SOT> init name . <EOT>
+    assert prompts.input_ids[0, :len(sentence)].tolist() == sentence  # "lot", "l" stay as fixed text
+    # As the release computes: the learned vectors in place of the first 5 tokens, everything else as text.
+    stock = clip.encode_text([f"{init} {c}." for c in CLASSES])
+    assert (model.text_features() - stock).abs().max() < 1e-5
+    with torch.no_grad():
+        prompts.context[4] += torch.randn(64)
+    assert (model.text_features() - stock).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("init,position,match", [
+    ("a  photo of a", "end", r"TRAINER.COOP.CTX_INIT 'a  photo of a' has 5 words .* but 4 tokens.*single spaces"),
+    ("a photo ", "end", r"TRAINER.COOP.CTX_INIT 'a photo ' has 3 words .*none leading or trailing"),
+    ("a photo of an axolotl", "middle", r"TRAINER.COOP.CTX_INIT .* 8 tokens for 5 words: with "
+                                        r"TRAINER.COOP.CLASS_TOKEN_POSITION middle .*CLASS_TOKEN_POSITION end"),
+    ("an axolotl photo", "front", r"TRAINER.COOP.CTX_INIT .*CLASS_TOKEN_POSITION front"),
+])
+def test_inits_the_releases_would_misread_are_refused(clip, init, position, match):
+    with pytest.raises(ConfigError, match=match):
+        coop(clip, ctx_init=init, class_token_position=position)
+    coop(clip, ctx_init="a photo of a", class_token_position=position)  # one token per word: any position
+
+
 # ---- class-specific context -----------------------------------------------
-def sgd_step(model, labels):
-    optim = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
-    losses, _ = model.losses(images(len(labels)), torch.tensor(labels))
-    sum(losses.values()).backward()
-    optim.step()
-
-
 def test_csc_gives_each_class_its_own_context(clip):
     unified = coop(clip, n_ctx=4)
     assert unified.prompts.context.shape == (4, 64)
@@ -102,10 +138,16 @@ def test_csc_gives_each_class_its_own_context(clip):
     changed = (csc.text_features().detach() - before).abs().amax(-1)
     assert changed[1] > 1e-3 and changed[0] == 0 and changed[2] == 0
 
-    from_words = coop(clip, ctx_init=TEMPLATE_WORDS, class_specific=True)
-    assert torch.equal(from_words.prompts.context[0], from_words.prompts.context[1])  # same words at init
-    sgd_step(from_words, [0, 0])
-    assert not torch.equal(from_words.prompts.context[0], from_words.prompts.context[1])  # ... then their own
+
+@pytest.mark.parametrize("cls,config", [(CoOp, CoOpConfig), (CoCoOp, CoCoOpConfig),
+                                        (lambda *a: KgCoOp(*a, [TEMPLATE]), KgCoOpConfig)])
+def test_csc_with_init_words_is_refused_naming_both_keys(clip, cls, config):
+    # The releases ignore CSC when CTX_INIT is given (one shared context): refused rather than guessed.
+    key = config().key_prefix
+    with pytest.raises(ConfigError, match=rf"{key}.CSC True with {key}.CTX_INIT 'a photo of a': set {key}.CSC "
+                                          rf"False .*shared context.* or {key}.CTX_INIT '' for class-specific"):
+        coop(clip, cls=cls, config=config(ctx_init="a photo of a", class_specific=True))
+    assert coop(clip, cls=cls, config=config(ctx_init="", n_ctx=2, class_specific=True)).prompts.context.dim() == 3
 
 
 # ---- CoCoOp ---------------------------------------------------------------
@@ -189,7 +231,7 @@ def test_train_on_base_then_evaluate_on_new_through_train_py(tiny_models, data_r
     base = run_train(*trainer_args(tiny_models, data_root, tmp_path / "base", trainer))
     assert re.search(r"# classes\s+18\b", base.stdout) and accuracy(base.stdout) is not None
     losses = training_losses(base.stdout)
-    assert len(losses["loss"]) == 2 * (18 * 2 // {"CoOp": 8, "CoCoOp": 4, "KgCoOp": 16}[trainer])
+    assert len(losses["loss"]) == 2 * (18 * 2 // {"CoOp": 8, "CoCoOp": 1, "KgCoOp": 16}[trainer])  # demo batch sizes
     if trainer == "KgCoOp":
         assert "kg" in losses and all(v > 0 for v in losses["kg"])  # demo: "a photo of a" vs "a picture of a"
     checkpoint = tmp_path / "base" / "prompt_learner" / "model.pth.tar-2"
@@ -202,16 +244,23 @@ def test_train_on_base_then_evaluate_on_new_through_train_py(tiny_models, data_r
     assert f"Load {checkpoint}" in new.stdout
 
 
+CSC = ("TRAINER.COOP.CSC", "True", "TRAINER.COOP.CTX_INIT", "")  # init words would be refused with CSC
+
+
 def test_class_specific_context_refuses_other_classes(tiny_models, data_root, tmp_path):
-    base = in_process_trainer(tiny_models, data_root, tmp_path / "csc", "CoOp", "TRAINER.COOP.CSC", "True")
+    refused = run_train(*trainer_args(tiny_models, data_root, tmp_path / "init", "CoOp", "TRAINER.COOP.CSC", "True",
+                                      "TRAINER.COOP.CTX_INIT", "a photo of a"), check=False)
+    assert re.fullmatch(r"error: TRAINER.COOP.CSC True with TRAINER.COOP.CTX_INIT 'a photo of a': set "
+                        r"TRAINER.COOP.CSC False .* or TRAINER.COOP.CTX_INIT '' for class-specific contexts "
+                        r"\(random init\)", error_line(refused))
+    base = in_process_trainer(tiny_models, data_root, tmp_path / "csc", "CoOp", *CSC)
     assert base.model.prompts.context.shape == (18, 4, 64)
     base.save_model(1, str(tmp_path / "csc"))
-    same = in_process_trainer(tiny_models, data_root, tmp_path / "again", "CoOp", "TRAINER.COOP.CSC", "True")
+    same = in_process_trainer(tiny_models, data_root, tmp_path / "again", "CoOp", *CSC)
     same.load_model(str(tmp_path / "csc"), epoch=2)  # the classes it was trained on: fine
     assert torch.equal(same.model.prompts.context, base.model.prompts.context)
 
-    new = in_process_trainer(tiny_models, data_root, tmp_path / "new", "CoOp", "TRAINER.COOP.CSC", "True",
-                             subset="new")
+    new = in_process_trainer(tiny_models, data_root, tmp_path / "new", "CoOp", *CSC, subset="new")
     assert new.model.prompts.context.shape == base.model.prompts.context.shape  # same count, other classes
     with pytest.raises(ConfigError, match=r"TRAINER.COOP.CSC is True.*do not transfer"):
         new.load_model(str(tmp_path / "csc"), epoch=2)

@@ -16,6 +16,7 @@ from train_cli import accuracy, run_train, training_losses
 
 from llamp.baselines.maple import MaPLeConfig, MaPLePromptLearner
 from llamp.baselines.promptsrc import GaussianPromptAggregation, PromptSRCConfig, PromptSRCPromptLearner, gpa_weights
+from llamp.class_prompts import MAX_CONTEXT_FROM_WORDS
 from llamp.errors import ConfigError
 from llamp.prompted_clip import PromptedVisionEncoder
 
@@ -67,7 +68,8 @@ def test_train_on_base_then_evaluate_new_through_train_py(trainer, losses, tiny_
     base = run_train(*train_args(trainer, tiny_models, data_root, tmp_path / "base"))
     assert re.search(r"# classes\s+18\b", base.stdout) and accuracy(base.stdout) is not None
     assert set(training_losses(base.stdout)) == losses
-    assert len(training_losses(base.stdout)["loss"]) == 2 * 4  # 36 images / batch 8, 2 epochs
+    batch = {"MaPLe": 4, "PromptSRC": 8}[trainer]  # the demo configs'
+    assert len(training_losses(base.stdout)["loss"]) == 2 * (36 // batch)  # 36 images, 2 epochs
     assert (tmp_path / "base" / "prompt_learner" / "model.pth.tar-2").is_file()
     if trainer == "PromptSRC":  # the aggregated prompts are in place before the last save and the test
         gpa = base.stdout.index("Gaussian-weighted prompts")
@@ -136,8 +138,36 @@ def test_maple_identity_like_settings_reproduce_frozen_clip(clip):
 def test_maple_bad_settings_name_their_key(clip):
     with pytest.raises(ConfigError, match="TRAINER.MAPLE.PROMPT_DEPTH"):
         maple(clip, depth=3)  # the tiny towers have 2 layers
-    with pytest.raises(ConfigError, match="TRAINER.MAPLE.CTX_INIT"):
+    # Within the releases' word-init range, a context longer than the words would learn the class name.
+    with pytest.raises(ConfigError, match=r"TRAINER.MAPLE.CTX_INIT 'a photo' has 2 tokens, fewer than "
+                                          r"TRAINER.MAPLE.N_CTX 3: lengthen it .* lower TRAINER.MAPLE.N_CTX to 2, "
+                                          r"or set TRAINER.MAPLE.CTX_INIT '' \(random init\)"):
         maple(clip, n_ctx=3, ctx_init="a photo")
+
+
+def test_context_from_words_only_up_to_the_releases_limit(clip, capsys):
+    assert MAX_CONTEXT_FROM_WORDS == 4  # the releases' hard-coded rule
+    embed = clip.model.text_model.embeddings.token_embedding.weight
+    words = clip.tokenizer("a photo of a", add_special_tokens=False).input_ids
+    at_limit = maple(clip, n_ctx=4, ctx_init="a_photo_of_a")  # "_" is a space
+    assert torch.equal(at_limit.ctx, embed[words])
+    assert torch.equal(at_limit.prompts.input_ids[0], clip.tokenize(["a photo of a red circle."])[0])
+    assert "not used" not in capsys.readouterr().out
+
+    n = MAX_CONTEXT_FROM_WORDS + 1  # the words are not used: random context, placeholder text, one note
+    beyond = maple(clip, n_ctx=n, ctx_init="a photo of a")
+    note = capsys.readouterr().out.strip().splitlines()
+    assert note == ["Note: TRAINER.MAPLE.CTX_INIT 'a photo of a' is not used: TRAINER.MAPLE.N_CTX 5 > 4, and the "
+                    "releases initialise only up to 4 context tokens from words: the context starts at random"]
+    random = maple(clip, n_ctx=n, ctx_init="")
+    assert torch.equal(beyond.ctx, random.ctx) and torch.equal(beyond.prompts.input_ids, random.prompts.input_ids)
+    assert torch.equal(beyond.prompts.input_ids[0], clip.tokenize(["X X X X X red circle."])[0])
+    assert 0.015 < beyond.ctx.std().item() < 0.025  # N(0, 0.02^2)
+
+    config = PromptSRCConfig(n_ctx_text=n, prompt_depth_text=2, prompt_depth_vision=2)
+    PromptSRCPromptLearner(clip.model, clip.tokenizer, CLASSES, TEMPLATES, config)
+    assert "Note: TRAINER.PROMPTSRC.CTX_INIT 'a photo of a' is not used: TRAINER.PROMPTSRC.N_CTX_TEXT 5 > 4" in \
+        capsys.readouterr().out
 
 
 # ---- PromptSRC --------------------------------------------------------------------

@@ -18,9 +18,9 @@ from .prompt_trainer import PromptLearningTrainer
 def context_config_node() -> CN:
     """The keys of a learned context, shared by TRAINER.COOP, TRAINER.COCOOP and TRAINER.KGCOOP."""
     c = trainer_node()
-    c.N_CTX = 16  # number of learned context tokens (ignored when CTX_INIT is given: its token count is used)
-    c.CTX_INIT = ""  # words whose embeddings initialise the context, e.g. "a photo of a"; empty: random
-    c.CSC = False  # class-specific context: one context per class (cannot be used for other classes)
+    c.N_CTX = 16  # number of learned context tokens (ignored when CTX_INIT is given: its word count is used)
+    c.CTX_INIT = ""  # words whose embeddings initialise the context, e.g. "a photo of a" ("_" = space); "": random
+    c.CSC = False  # class-specific context: one context per class, random init (cannot be used for other classes)
     c.CLASS_TOKEN_POSITION = "end"  # where the class name goes: end | middle | front
     return c
 

@@ -17,7 +17,7 @@ def add_maple_config(cfg: CN) -> None:
     # Key names as in the MaPLe release, so its YAML files merge unchanged.
     c = cfg.TRAINER.MAPLE = trainer_node()  # PREC: the reference configs use fp16, as the release
     c.N_CTX = 2  # learned context tokens, shared by both towers through the couplings
-    c.CTX_INIT = "a photo of a"  # its first N_CTX words initialise the context; "" = random "X X"
+    c.CTX_INIT = "a photo of a"  # its first N_CTX tokens initialise the context; "" (or N_CTX > 4) = random
     c.PROMPT_DEPTH = 9  # J: layers of each tower that receive prompts (1 = shallow MaPLe)
 
 

@@ -26,7 +26,7 @@ def add_promptsrc_config(cfg: CN) -> None:
     c = cfg.TRAINER.PROMPTSRC = trainer_node()  # PREC: the reference configs use fp16, as the release
     c.N_CTX_TEXT = 4
     c.N_CTX_VISION = 4
-    c.CTX_INIT = "a photo of a"  # its first N_CTX_TEXT words initialise the text context; "" = random
+    c.CTX_INIT = "a photo of a"  # its first N_CTX_TEXT tokens initialise the text context; "" (or > 4) = random
     c.PROMPT_DEPTH_TEXT = 9  # text layers with prompts (>= 1)
     c.PROMPT_DEPTH_VISION = 9  # vision layers with prompts (0 = none)
     c.TEXT_LOSS_WEIGHT = 25  # L1 to frozen CLIP's template-averaged text features

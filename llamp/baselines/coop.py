@@ -7,8 +7,9 @@ The prompt of class ``c`` is a token sequence
     front:   <BOS> name(c)  ctx_1 .. ctx_n . <EOS>
 
 where the n context vectors are learned, either one set shared by every class
-(unified) or one set per class (class-specific context, CSC), and initialised
-at random or from the embedding of given words ("a photo of a"). CLIP stays
+(unified) or one set per class (class-specific context, CSC, started at
+random), and initialised at random or from the embedding of given words ("a
+photo of a"; read as the releases read them, ``init_context``). CLIP stays
 frozen: the prompts go through its text tower (``PromptedTextEncoder``), the
 features are read at EOS, and images are classified by cosine similarity
 times CLIP's logit scale.
@@ -36,12 +37,40 @@ from ..prompted_clip import PromptedTextEncoder
 class CoOpConfig:
     """How the context is learned (the trainers fill this from cfg.TRAINER.<METHOD>)."""
 
-    n_ctx: int = 16  # context length; ignored when ctx_init is given (its token count is used)
-    ctx_init: str = ""  # words whose embeddings initialise the context; empty: N(0, init_std^2)
+    n_ctx: int = 16  # context length; ignored when ctx_init is given (its word count is used)
+    ctx_init: str = ""  # words whose first tokens' embeddings initialise the context; empty: N(0, init_std^2)
     class_specific: bool = False  # CSC: one context per class
     class_token_position: str = "end"  # end | middle | front
     init_std: float = 0.02
     key_prefix: str = "TRAINER.COOP"  # where these values come from, for error messages
+
+
+def init_context(tokenizer: CLIPTokenizer, config: CoOpConfig) -> tuple[str, list[int]]:
+    """CTX_INIT read as the releases read it: the prompt's prefix words and the ids of the learned tokens.
+
+    "_" is a space, and the context learns as many vectors as the init has words,
+    starting from the embeddings of its first that-many tokens; a word of several
+    tokens leaves its last tokens after the learned ones as fixed text. Where the
+    releases would silently compute something else, the setting is refused.
+    """
+    key = config.key_prefix
+    words = config.ctx_init.replace("_", " ")
+    ids = tokenizer(words, add_special_tokens=False).input_ids
+    n_words = len(words.split(" "))
+    if config.class_specific:  # the releases (CoOp, KgCoOp) ignore CSC here and learn one shared context
+        raise ConfigError(f"{key}.CSC True with {key}.CTX_INIT {config.ctx_init!r}: set {key}.CSC False for one "
+                          f"shared context initialised from the words (the releases' computation), or "
+                          f"{key}.CTX_INIT '' for class-specific contexts (random init)")
+    if n_words > len(ids):  # the releases would also cut the class name's first tokens from the prompt
+        raise ConfigError(f"{key}.CTX_INIT {config.ctx_init!r} has {n_words} words (split at single spaces) but "
+                          f"{len(ids)} tokens, so the releases would learn from the end token's embedding: "
+                          "separate its words by single spaces, none leading or trailing")
+    if n_words < len(ids) and config.class_token_position != "end":
+        raise ConfigError(f"{key}.CTX_INIT {config.ctx_init!r} is {len(ids)} tokens for {n_words} words: with "
+                          f"{key}.CLASS_TOKEN_POSITION {config.class_token_position} the releases would read its "
+                          f"last {len(ids) - n_words} token(s) as the class name; use words of one token each, "
+                          f"or CLASS_TOKEN_POSITION end (the extra tokens then stay as fixed text)")
+    return words, ids[:n_words]
 
 
 class ContextPrompts(ClassPrompts):
@@ -60,13 +89,12 @@ class ContextPrompts(ClassPrompts):
         if config.class_token_position not in NAME_POSITIONS:
             raise ConfigError(f"{key}.CLASS_TOKEN_POSITION must be one of {NAME_POSITIONS}, "
                               f"got {config.class_token_position!r}")
-        init_ids = tokenizer(config.ctx_init, add_special_tokens=False).input_ids if config.ctx_init.strip() else []
+        words, init_ids = init_context(tokenizer, config) if config.ctx_init.strip() else ("", [])
         if not init_ids and config.n_ctx < 1:
             raise ConfigError(f"{key}.N_CTX must be at least 1 (or give {key}.CTX_INIT), got {config.n_ctx}")
         n_ctx = len(init_ids) or config.n_ctx
-        words = config.ctx_init if init_ids else placeholder_context(n_ctx)
-        super().__init__(class_prompt_layout(tokenizer, classnames, words,
-                                             name_position=config.class_token_position,
+        super().__init__(class_prompt_layout(tokenizer, classnames, words or placeholder_context(n_ctx),
+                                             learned=n_ctx, name_position=config.class_token_position,
                                              keys=f"{key}.N_CTX / CTX_INIT"))
         self.n_ctx = n_ctx
         self.class_specific = config.class_specific
@@ -74,8 +102,6 @@ class ContextPrompts(ClassPrompts):
 
         if init_ids:
             init = context_from_words(text_encoder, init_ids)  # [n, width]
-            if self.class_specific:
-                init = init.unsqueeze(0).repeat(self.num_classes, 1, 1)  # every class starts from the same words
         else:
             width = text_encoder.width
             shape = (self.num_classes, n_ctx, width) if self.class_specific else (n_ctx, width)
