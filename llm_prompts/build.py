@@ -9,7 +9,8 @@ For each query template, in order:
      release's ``[pad][prompt][pad][BOS noun phrases]``) for the last N decoder
      layers, written as ``kv_tNN.safetensors`` — skipped when the file on disk
      was built from exactly the same token ids, mask, layers and dtype.
-Then the distillation targets (skipped likewise when their inputs are
+Then the distillation targets (``targets``: the recipe, ``--target-recipe``, is one of
+their inputs; skipped likewise when their inputs and the recorded CLIP are
 unchanged), and ``metadata.json`` is marked complete. Killing the build at any
 point loses at most the batch in progress; running it again finishes the job,
 and after a hand edit of ``descriptions.jsonl`` or of the query-template file
@@ -41,9 +42,10 @@ from llamp.templates import configured_templates
 from . import generation, kv, layouts
 from .descriptions import append_descriptions, make_record, read_descriptions, record_key, write_descriptions
 from .llm import DEFAULT_BUILD_DTYPE, build_dtype, load_llm, load_tokenizer, pick_device, resolve_llm
-from .noun_phrases import clean_phrases, make_extractor
+from .noun_phrases import make_extractor
 from .queries import chat_prompt, load_query_file
-from .targets import distillation_targets
+from .targets import RELEASE as RELEASE_RECIPE
+from .targets import check_recipe, distillation_targets, recipe_phrases, recipe_templates
 
 
 CLIP_TEMPLATES_FLAG = "--clip-templates"
@@ -64,6 +66,7 @@ class BuildConfig:
     layout: str = layouts.RELEASE
     query_templates: str | None = None  # a JSON file in the format of templates/query_templates.json
     clip_templates: str | None = None  # CLIP templates of the targets: a JSON file (llamp.templates); None: ours
+    target_recipe: str = RELEASE_RECIPE  # how the distillation targets are made (llm_prompts.targets)
     spacy_model: str | None = None
     regenerate: bool = False
     build_command: str = ""
@@ -110,12 +113,13 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
 
     # Everything that can fail on user input fails here, before hours of generation.
     layout = layouts.get_layout(config.layout)
+    recipe = check_recipe(config.target_recipe)
     dtype = build_dtype(config.dtype)
     query_file = load_query_file(config.query_templates)
     templates = query_file.templates(dataset)
     wording = query_file.wording
     clip_choice = configured_templates(config.clip_templates, dataset, CLIP_TEMPLATES_FLAG, ensemble=True)
-    clip_templates = clip_choice.templates
+    clip_templates = recipe_templates(recipe, clip_choice.templates)
     llm_source = resolve_llm(config.llm)
     raw_llm_config = read_llm_config_json(llm_source)
     identity = llm_identity(raw_llm_config, source=llm_source)
@@ -157,7 +161,7 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
     })
     log(f"building the knowledge cache of {dataset} ({len(classnames)} classes x {len(templates)} templates) "
         f"in {report.folder} with {llm_source} on {device} ({dtype_name(dtype)}); layout {layout.name}; query "
-        f"templates from {query_file.path}; noun phrases: {extractor.name}")
+        f"templates from {query_file.path}; noun phrases: {extractor.name}; targets: {recipe} recipe")
 
     descriptions_path = os.path.join(config.out, DESCRIPTIONS_FILE)
     records = {} if config.regenerate else read_descriptions(descriptions_path)
@@ -245,16 +249,17 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
             "them again")
     model = None  # free the LLM before CLIP runs
 
-    class_phrases = [clean_phrases([p for t in range(len(templates)) for p in records[(c, t)]["noun_phrases"]])
+    class_phrases = [recipe_phrases(recipe, [records[(c, t)]["noun_phrases"] for t in range(len(templates))])
                      for c in classnames]
     clip_sha256 = clip.text_sha256()
-    targets_sha256 = _sha256({"classnames": list(classnames), "phrases": class_phrases,
+    targets_sha256 = _sha256({"classnames": list(classnames), "phrases": class_phrases, "recipe": recipe,
                               "clip_templates": clip_templates, "clip": clip_sha256})
-    if not writer.targets_done(targets_sha256):
+    if not writer.targets_done(targets_sha256, clip_sha256):
         clip.model.to(device)
         targets = distillation_targets(clip, classnames, class_phrases, clip_templates,
                                        batch_size=max(config.batch_size, 256), progress=config.progress)
-        writer.write_targets(targets, targets_sha256, clip={"source": clip.source, "text_sha256": clip_sha256},
+        writer.write_targets(targets, targets_sha256, recipe=recipe,
+                             clip={"source": clip.source, "text_sha256": clip_sha256},
                              clip_templates=clip_templates, clip_template_source=clip_choice.describe())
         report.targets_written = True
     writer.finish()

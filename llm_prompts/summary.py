@@ -8,6 +8,7 @@ from llamp.knowledge_cache.reader import KnowledgeCache
 
 from .descriptions import read_descriptions
 from .layouts import LAYOUTS
+from .targets import POOLED
 
 
 def human_bytes(n: float) -> str:
@@ -58,9 +59,11 @@ def summarize(folder: str, num_descriptions: int = 3, verify: bool = False) -> s
     targets = meta.get("targets")
     if targets:
         source = (targets.get("clip_template_source") or {}).get("source", "built-in")
+        # caches built before recipes were recorded made the pooled targets
+        recipe = targets.get("recipe") or f"{POOLED} (not recorded: built before recipes were)"
         lines.append(f"targets   [{cache.num_classes}, {targets['embed_dim']}] from CLIP "
                      f"{(targets.get('clip') or {}).get('source')}; {len(targets.get('clip_templates', []))} "
-                     f"CLIP templates ({'our wording' if source == 'built-in' else source})")
+                     f"CLIP template(s) ({'our wording' if source == 'built-in' else source}); recipe {recipe}")
     else:
         lines.append("targets   (not built)")
 

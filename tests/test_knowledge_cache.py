@@ -312,3 +312,17 @@ def test_writer_in_another_dtype_keeps_no_file_listed(cache_dir, llm):
     assert writer.meta["templates"] == [] and not writer.template_done(0, "INPUTS-0")
     cache = KnowledgeCache.open(str(folder), allow_incomplete=True)  # readable (inspect) while the build runs
     assert cache.available_templates == [] and cache.dtype == torch.bfloat16
+
+
+def test_targets_are_not_done_while_the_recorded_clip_differs(cache_dir, llm):
+    """The reader refuses targets whose recorded CLIP digest is not the caller's: a rebuild must rewrite them."""
+    folder, _, targets = cache_dir
+    header = {"dataset": "Synthetic", "classnames": CLASSNAMES,
+              "query_templates": [f"question {t} about a {{}}." for t in range(3)],
+              "llm": llm_identity(llm), "kept_layers": [0, 1], "dtype": "float32"}
+    writer = CacheWriter(str(folder), header)
+    assert writer.targets_done("targets-inputs")  # no CLIP given: inputs and file alone
+    assert not writer.targets_done("targets-inputs", "clip-a")  # recorded without a digest
+    writer.write_targets(targets, "targets-inputs", clip={"source": "tiny", "text_sha256": "clip-a"})
+    assert writer.targets_done("targets-inputs", "clip-a")
+    assert not writer.targets_done("targets-inputs", "clip-b") and not writer.targets_done("other-inputs", "clip-a")

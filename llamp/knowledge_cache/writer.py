@@ -107,10 +107,18 @@ class CacheWriter:
 
     # -- distillation targets
 
-    def targets_done(self, input_sha256: str) -> bool:
+    def targets_done(self, input_sha256: str, clip_text_sha256: str | None = None) -> bool:
+        """True if the targets are on disk, complete, built from the same inputs and, given
+        ``clip_text_sha256``, recorded as made by that CLIP (the reader checks the record, so a
+        damaged record must be rewritten even when the inputs are unchanged)."""
         entry = self.meta.get("targets")
-        return (isinstance(entry, dict) and entry.get("input_sha256") == input_sha256
-                and _file_intact(os.path.join(self.folder, entry["file"]), entry.get("bytes")))
+        if not isinstance(entry, dict) or entry.get("input_sha256") != input_sha256:
+            return False
+        made_by = entry.get("clip")
+        if clip_text_sha256 is not None and (not isinstance(made_by, dict)
+                                             or made_by.get("text_sha256") != clip_text_sha256):
+            return False
+        return _file_intact(os.path.join(self.folder, entry["file"]), entry.get("bytes"))
 
     def write_targets(self, targets: torch.Tensor, input_sha256: str, **info: Any) -> dict:
         """Save the ``[classes, embed]`` targets (normalised here); ``info`` describes the CLIP used."""
