@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+",
                         help="only these trainers (e.g. CoOp LLaMP); one with no run is listed as incomplete")
     parser.add_argument("--seeds", nargs="+", type=int, help="only these seeds")
+    parser.add_argument("--configs", nargs="+", help="only these configs (configs/trainers/<Trainer>/<cfg>.yaml names)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG files")
     return parser
 
@@ -46,7 +47,8 @@ def select(runs: list[Run], args: argparse.Namespace) -> list[Run]:
         return ((not args.protocol or run.protocol in args.protocol)
                 and (not args.datasets or run.dataset in args.datasets)
                 and (not args.methods or run.trainer.lower() in {m.lower() for m in args.methods})
-                and (not args.seeds or run.seed in args.seeds))
+                and (not args.seeds or run.seed in args.seeds)
+                and (not args.configs or run.config in args.configs))
 
     return [r for r in runs if keep(r)]
 

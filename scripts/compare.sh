@@ -2,17 +2,20 @@
 # Every trainer through base-to-novel on one dataset, with the same seeds, shots and CLIP,
 # then the side-by-side table (python -m comparison.results) and its PNG.
 #
-# Usage: DATA=... [CLIP=...] [LLM=...] bash scripts/compare.sh DATASET [SEED ...]   (default seed 1)
-#        TINY=1 bash scripts/compare.sh [synthetic] [SEED ...]
+# Usage: DATA=... [CLIP=...] [LLM=...] [CFG=...] bash scripts/compare.sh DATASET [SEED ...]   (default seed 1)
+#        TINY=1 [DATA=...] [CFG=...] bash scripts/compare.sh [DATASET] [SEED ...]
 #
-# Real setting (DATA set): each method's scripts/<method>/base2new_train.sh and
-#   base2new_test.sh with its default (reference) config; CLIP, LLM, CACHE, LAUNCH, OUTPUT
-#   and EXTRA_OPTS as for those scripts (scripts/common.sh). Tables and PNG go to
-#   RESULTS (default $OUTPUT/compare/<dataset>).
+# Real setting (DATA set, TINY unset): each method's scripts/<method>/base2new_train.sh and
+#   base2new_test.sh; CLIP, LLM, CACHE, LAUNCH, OUTPUT and EXTRA_OPTS as for those scripts
+#   (scripts/common.sh). Tables and PNG go to RESULTS (default $OUTPUT/compare/<dataset>).
 # Tiny setting (TINY=1, or DATA unset): offline on CPU in WORK (default <repository>/compare_work):
-#   the tiny models (python -m llamp.tiny: the CLIP pre-trained on drawings), the Synthetic dataset drawn under
-#   $WORK/data, every method's demo config, LLaMP's knowledge cache built first; runs in
-#   $WORK/output, tables and PNG in $WORK/results, each run's console output in $WORK/logs.
+#   the tiny models (python -m llamp.tiny: the CLIP pre-trained on drawings), LLaMP's knowledge cache of
+#   DATASET built first, every method's demo config; DATASET defaults to synthetic (synthetic and
+#   synthetic_sketch are drawn on first use), DATA to $WORK/data (any data root works: the tiny models
+#   then run on its dataset); runs in $WORK/output, tables and PNG in $WORK/results, each run's console
+#   output in $WORK/logs.
+# CFG: the config every method runs, configs/trainers/<Trainer>/<CFG>.yaml: "demo" in the tiny setting,
+#   else each method's reference config (the per-method scripts' default; e.g. CFG=demo on real data).
 #
 # METHODS="ZeroshotCLIP LLaMP" runs some trainers only (trainer or folder names; default all seven).
 # Finished runs are skipped, so a second call only prints the table again. A method that fails
@@ -46,12 +49,12 @@ if [ "${TINY:-0}" = 1 ] || [ -z "${DATA:-}" ]; then TINY=1; else TINY=0; fi
 DATASET=${1:-}
 if [ "$TINY" = 1 ]; then
     DATASET=${DATASET:-synthetic}
-    if [ "$DATASET" != synthetic ]; then
-        echo "error: the tiny setting (TINY=1 or DATA unset) runs on synthetic only; set DATA to run ${DATASET}" >&2
-        exit 2
-    fi
 elif [ -z "$DATASET" ]; then
-    echo "usage: DATA=... bash $0 DATASET [SEED ...]   or   TINY=1 bash $0 [synthetic] [SEED ...]" >&2
+    echo "usage: DATA=... bash $0 DATASET [SEED ...]   or   TINY=1 bash $0 [DATASET] [SEED ...]" >&2
+    exit 2
+fi
+if [ ! -f "${REPO}/configs/datasets/${DATASET}.yaml" ]; then
+    echo "error: ${REPO}/configs/datasets/${DATASET}.yaml does not exist (DATASET names configs/datasets/<name>.yaml)" >&2
     exit 2
 fi
 shift $(( $# > 0 ? 1 : 0 ))
@@ -62,20 +65,21 @@ export PYTHONWARNINGS=${PYTHONWARNINGS:-"ignore:pkg_resources is deprecated"}  #
 export PYTHONPATH="${REPO}${PYTHONPATH:+:${PYTHONPATH}}"
 SECONDS=0
 
-CFG=()  # the per-method scripts' default config; the tiny setting uses each method's demo.yaml
+CFG_ARG=()  # empty: the per-method scripts' default config
 if [ "$TINY" = 1 ]; then
     WORK=${WORK:-${REPO}/compare_work}
     mkdir -p "$WORK"
     [ -f "${WORK}/.gitignore" ] || echo "*" > "${WORK}/.gitignore"  # never committed by accident
-    export DATA=${WORK}/data CLIP=${WORK}/tiny/clip LLM=${WORK}/tiny/llm CACHE="" OUTPUT=${WORK}/output SHOTS=16
+    DATA=${DATA:-${WORK}/data}
+    export DATA CLIP=${WORK}/tiny/clip LLM=${WORK}/tiny/llm CACHE="" OUTPUT=${WORK}/output SHOTS=16
     RESULTS=${RESULTS:-${WORK}/results}
     LOGS=${WORK}/logs
-    CFG=(demo)
+    CFG=${CFG:-demo}
     echo "== tiny models -> ${WORK}/tiny"
     python -m llamp.tiny --out "${WORK}/tiny" > /dev/null
     if [[ " ${TRAINERS[*]} " == *" LLaMP "* ]]; then
-        echo "== LLaMP knowledge cache of Synthetic (the dataset is drawn under ${DATA} on first use)"
-        python -m llm_prompts build --root "$DATA" --dataset-config-file "${REPO}/configs/datasets/synthetic.yaml" \
+        echo "== LLaMP knowledge cache of ${DATASET} under ${DATA} (a drawn dataset is drawn there on first use)"
+        python -m llm_prompts build --root "$DATA" --dataset-config-file "${REPO}/configs/datasets/${DATASET}.yaml" \
             --llm "$LLM" --clip "$CLIP" --quiet | tail -n 1
     fi
 else
@@ -88,8 +92,9 @@ else
         exit 2
     fi
 fi
+if [ -n "${CFG:-}" ]; then CFG_ARG=("$CFG"); fi
 mkdir -p "$LOGS"
-echo "== base-to-novel on ${DATASET}, seeds ${SEEDS[*]}: ${TRAINERS[*]} (console output in ${LOGS})"
+echo "== base-to-novel on ${DATASET}, seeds ${SEEDS[*]}, config ${CFG:-"(each method's reference)"}: ${TRAINERS[*]} (console output in ${LOGS})"
 
 FAILED=()
 for i in "${!FOLDERS[@]}"; do
@@ -97,7 +102,7 @@ for i in "${!FOLDERS[@]}"; do
     for seed in "${SEEDS[@]}"; do
         for stage in base2new_train base2new_test; do
             log=${LOGS}/${folder}_${stage}_seed${seed}.txt
-            if bash "${REPO}/scripts/${folder}/${stage}.sh" "$DATASET" "$seed" "${CFG[@]}" > "$log" 2>&1; then
+            if bash "${REPO}/scripts/${folder}/${stage}.sh" "$DATASET" "$seed" "${CFG_ARG[@]}" > "$log" 2>&1; then
                 # the script's last line: "<Trainer> <stage> <dataset> seed<k>: <accuracy>% (<dir>)" or "... already in <dir>, skipping"
                 result=$(tail -n 1 "$log" | sed -E 's/^[^:]*: //; s/ \(.*\)$//; s/ already in .*/ (done before)/')
                 printf '   %-13s %-15s seed %s: %s\n' "$trainer" "$stage" "$seed" "$result"
@@ -116,7 +121,7 @@ done
 echo
 status=0
 python -m comparison.results "$OUTPUT" --out "$RESULTS" --protocol base2new --datasets "$DATASET" \
-    --seeds "${SEEDS[@]}" --methods "${TRAINERS[@]}" || status=$?
+    --seeds "${SEEDS[@]}" --methods "${TRAINERS[@]}" ${CFG:+--configs "$CFG"} || status=$?
 echo "plot: ${RESULTS}/base2new.png   (${SECONDS} s in all)"
 if [ ${#FAILED[@]} -gt 0 ]; then
     echo "failed: ${FAILED[*]}" >&2

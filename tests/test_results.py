@@ -181,6 +181,10 @@ def test_filters_and_expected_methods(output_tree, tmp_path, capsys):
     assert "CoOp" not in printed and "MaPLe: no runs at all" in printed
     assert not (out / "base2new.png").exists() and not (out / "few_shot.csv").exists()
     assert results_main([str(tmp_path / "r"), "--out", str(tmp_path / "r2")]) == 1  # no runs there
+    # a config filter keeps only that config's rows (the few-shot runs are under "fs")
+    assert results_main([output_tree, "--out", str(tmp_path / "r3"), "--configs", "fs", "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert "few_shot" in printed and "base2new" not in printed
 
 
 def script(path, *args, env=None):
@@ -219,7 +223,7 @@ def test_script_usage_errors(tmp_path):
     assert proc.returncode == 2 and "no finished training run" in proc.stderr
     proc = script("llamp/xd_test.sh", "imagenet", "1", env=dict(DATA=str(tmp_path), OUTPUT=str(tmp_path)))
     assert proc.returncode == 2 and "another dataset" in proc.stderr
-    proc = script("compare.sh", "oxford_pets", env=dict(TINY="1"))
-    assert proc.returncode == 2 and "synthetic only" in proc.stderr
+    proc = script("compare.sh", "no_such_dataset", env=dict(TINY="1"))
+    assert proc.returncode == 2 and "configs/datasets/no_such_dataset.yaml does not exist" in proc.stderr
     proc = script("compare.sh", "synthetic", env=dict(TINY="1", METHODS="CoOp Foo"))
     assert proc.returncode == 2 and "unknown method 'Foo'" in proc.stderr
