@@ -34,6 +34,14 @@ KNOWN_BACKBONES = {
     "ViT-L/14@336px": ("ViT-L-14-336px.pt", "openai/clip-vit-large-patch14-336"),
 }
 OPENAI_SUFFIXES = (".pt", ".pth", ".bin")
+# The published architectures by their towers: (vision layers, vision width, patch, image size, text layers,
+# text width), so that a log can name what was loaded whatever MODEL.BACKBONE.NAME says.
+ARCHITECTURES = {
+    (12, 768, 32, 224, 12, 512): "ViT-B/32",
+    (12, 768, 16, 224, 12, 512): "ViT-B/16",
+    (24, 1024, 14, 224, 12, 768): "ViT-L/14",
+    (24, 1024, 14, 336, 12, 768): "ViT-L/14@336px",
+}
 
 
 @dataclass
@@ -47,6 +55,15 @@ class LoadedCLIP:
     @property
     def image_size(self) -> int:
         return self.model.config.vision_config.image_size
+
+    def architecture(self) -> str:
+        """The published name of the loaded towers (e.g. "ViT-B/16"), or what they are when none fits."""
+        vision, text = self.model.config.vision_config, self.model.config.text_config
+        towers = (vision.num_hidden_layers, vision.hidden_size, vision.patch_size, vision.image_size,
+                  text.num_hidden_layers, text.hidden_size)
+        return ARCHITECTURES.get(towers) or (
+            f"vision {towers[0]} layers x {towers[1]} wide, patch {towers[2]}, {towers[3]}-px images; "
+            f"text {towers[4]} layers x {towers[5]} wide")
 
     def text_sha256(self) -> str:
         """sha256 of the weights that make CLIP's text features (text tower + projection), whatever the

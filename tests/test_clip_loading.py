@@ -101,3 +101,14 @@ def test_hf_folder_keeps_its_tokenizer_files(tiny_models):
     ids = build_clip_tokenizer()("a red circle").input_ids  # [bos, a, red, circle, eos]
     # padded with end-of-text ids, like the Hugging Face CLIP tokenizers
     assert loaded.tokenize(["a red circle"])[0, :7].tolist() == ids + [49407, 49407]
+
+
+def test_the_architecture_is_named_from_the_loaded_towers(tiny_clip):
+    from transformers import CLIPConfig
+
+    assert tiny_clip.architecture() == ("vision 2 layers x 96 wide, patch 32, 224-px images; "
+                                        "text 2 layers x 64 wide")
+    b16 = CLIPConfig(text_config=dict(hidden_size=512, num_hidden_layers=12),
+                     vision_config=dict(hidden_size=768, num_hidden_layers=12, patch_size=16, image_size=224))
+    stand_in = clip_loading.LoadedCLIP(model=type("M", (), {"config": b16})(), tokenizer=None, source="")
+    assert stand_in.architecture() == "ViT-B/16"

@@ -142,7 +142,7 @@ def test_a_bad_templates_setting_stops_train_py_before_anything_is_loaded(tiny_m
                                    "TRAINER.PROMPTSRC.TEMPLATES", str(tmp_path / "missing.json")), check=False)
     line = error_line(proc)
     assert "TRAINER.PROMPTSRC.TEMPLATES" in line and "missing.json" in line
-    assert "Loading CLIP" not in proc.stdout
+    assert "Loaded CLIP" not in proc.stdout
 
 
 def test_zero_shot_run_with_release_style_templates_through_train_py(tiny_models, data_root, tmp_path,

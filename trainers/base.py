@@ -158,8 +158,11 @@ class ClipTrainer(TrainerX):
     # ---- backbone --------------------------------------------------------
     def load_clip(self) -> LoadedCLIP:
         backbone = self.cfg.MODEL.BACKBONE
-        print(f"Loading CLIP ({backbone.NAME}) from {backbone.PATH or 'the local caches'}")
         clip = load_clip(backbone.NAME, backbone.PATH)
+        loaded = clip.architecture()
+        # what was loaded, not what the config names (a tiny or fine-tuned CLIP under NAME ViT-B/16)
+        other = "" if loaded == backbone.NAME else f"; MODEL.BACKBONE.NAME says {backbone.NAME}"
+        print(f"Loaded CLIP ({loaded}{other}) from {clip.source}")
         size = tuple(self.cfg.INPUT.SIZE)
         if size != (clip.image_size, clip.image_size):
             raise ConfigError(f"INPUT.SIZE {list(size)} does not match the CLIP image size "
