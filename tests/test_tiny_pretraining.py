@@ -2,6 +2,7 @@
 import json
 import os
 
+import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel
 
@@ -39,6 +40,9 @@ def test_pretraining_is_seeded_and_changes_both_towers():
     for part in ("vision_model.encoder.layers.0.mlp.fc1.weight", "text_model.encoder.layers.0.mlp.fc1.weight"):
         assert not torch.equal(a.state_dict()[part], initial[part]), part
     assert record["recipe"]["steps"] == 3 and len(record["first_losses"]) == 3 and not a.training
+    # the temperature a real CLIP ends with, held there: the baselines train through it
+    assert a.logit_scale.exp().item() == pytest.approx(100.0) and record["logit_scale"] == pytest.approx(100.0)
+    assert not torch.equal(initial["logit_scale"], a.state_dict()["logit_scale"])  # CLIP's init is 1/0.07
 
 
 def test_the_writer_records_pretraining_and_replaces_the_other_kind(tmp_path, monkeypatch):
