@@ -3,12 +3,14 @@
 Every dataset here is a handful of tiny PNGs written to tmp_path in the
 layout the real benchmark uses.
 """
+import dataclasses
 import io
 import json
 import os
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -91,7 +93,7 @@ EXPECTED = {
     "fgvc_aircraft": "FGVCAircraft", "sun397": "SUN397", "dtd": "DescribableTextures",
     "eurosat": "EuroSAT", "ucf101": "UCF101", "imagenetv2": "ImageNetV2",
     "imagenet_sketch": "ImageNetSketch", "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR",
-    "synthetic": "Synthetic",
+    "synthetic": "Synthetic", "synthetic_sketch": "SyntheticSketch",
 }
 
 
@@ -396,24 +398,37 @@ def test_synthetic_builds_through_dassl_with_few_shot_and_base(tmp_path):
     assert not set(ds.classnames) & set(new.classnames)
 
 
-def test_interrupted_synthetic_write_leaves_no_half_dataset(tmp_path, monkeypatch):
+def test_interrupted_synthetic_write_leaves_no_half_dataset(tmp_path):
     calls = []
-    real_draw = synthetic._draw
 
     def dying_draw(*args):
         calls.append(1)
         if len(calls) == 50:
             raise KeyboardInterrupt  # a run killed part-way through the first write
-        return real_draw(*args)
+        return synthetic.SYNTHETIC.draw(*args)
 
-    monkeypatch.setattr(synthetic, "_draw", dying_draw)
     with pytest.raises(KeyboardInterrupt):
-        vl_datasets.write_synthetic_dataset(tmp_path / "synthetic")
+        vl_datasets.write_synthetic_dataset(tmp_path / "synthetic", dataclasses.replace(synthetic.SYNTHETIC,
+                                                                                         draw=dying_draw))
     assert list(tmp_path.iterdir()) == []
 
-    monkeypatch.setattr(synthetic, "_draw", real_draw)
     ds = build(tmp_path, "Synthetic")
     assert len(ds.train_x) == 36 * 24
+
+
+def test_the_sketch_style_draws_the_same_classes_otherwise(tmp_path):
+    """SyntheticSketch: Synthetic's classes, base/new halves and sizes, in the other drawing style."""
+    random.seed(1)
+    sketch = build_dataset(make_cfg(tmp_path, "SyntheticSketch", shots=4, subsample="base"))
+    assert sketch.classnames == list(vl_datasets.SYNTHETIC_CLASSNAMES[:18])
+    assert per_label(sketch.test) == {i: 20 for i in range(18)}
+    assert (tmp_path / "synthetic_sketch" / "split_synthetic_sketch.json").is_file()
+    plain = build(tmp_path, "Synthetic")
+    same = "images/red_circle/0.jpg"
+    ours, theirs = (np.asarray(Image.open(tmp_path / folder / same), dtype=np.float32)
+                    for folder in ("synthetic_sketch", "synthetic"))
+    assert np.abs(ours - theirs).mean() > 20  # not the same drawing (pixel values 0..255)
+    assert len(plain.train_x) == 36 * 24
 
 
 def test_synthetic_refuses_a_foreign_folder(tmp_path):
