@@ -1,10 +1,12 @@
 """Trainers broken on purpose, to show that the learning tests can fail.
 
-    BROKEN=permuted_labels|nothing_optimised python tests/broken_trainers.py train.py [train.py arguments]
+    BROKEN=random_labels|nothing_optimised python tests/broken_trainers.py train.py [train.py arguments]
 
 replaces every prompt-learning trainer of the project by a broken copy under the same name, then
 runs train.py as ``python train.py`` would:
-  permuted_labels    the labels of each training batch are shuffled among its images;
+  random_labels      every training label is replaced by a class drawn at random: the labels say nothing
+                     about the images (labels shuffled within a batch would not do: in a batch of 4 a
+                     quarter of them stay right, and LLaMP learns from that);
   nothing_optimised  the loss is computed but no learned tensor is ever updated
                      (as if the prompts were left out of the optimiser).
 """
@@ -23,11 +25,11 @@ import trainers  # noqa: E402,F401  (registers the trainers)
 METHODS = ("CoOp", "CoCoOp", "KgCoOp", "MaPLe", "PromptSRC", "LLaMP")
 
 
-def permuted_labels(base):
+def random_labels(base):
     class Broken(base):
         def forward_backward(self, batch):
             labels = batch["label"]
-            return super().forward_backward(dict(batch, label=labels[torch.randperm(len(labels))]))
+            return super().forward_backward(dict(batch, label=torch.randint_like(labels, self.num_classes)))
 
     return Broken
 
@@ -40,7 +42,7 @@ def nothing_optimised(base):
     return Broken
 
 
-BREAKAGES = {"permuted_labels": permuted_labels, "nothing_optimised": nothing_optimised}
+BREAKAGES = {"random_labels": random_labels, "nothing_optimised": nothing_optimised}
 
 
 def register_broken(kind: str) -> None:
