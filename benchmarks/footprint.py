@@ -32,7 +32,7 @@ def state_bytes(tensors) -> int:
 
 
 def checkpoint_vs_full(clip, llm_folder: str, classnames: list[str], config) -> dict:
-    from llamp.llm_decoder import load_decoder_tail
+    from llamp.llm.tail import load_decoder_tail
     from llamp.model import LLaMPModel
 
     model = LLaMPModel(clip.model, clip.tokenizer, load_decoder_tail(llm_folder, 1), classnames, config)
@@ -61,8 +61,8 @@ def write_real_width_llm(folder: str) -> None:
 def real_width_clip():
     from transformers import CLIPConfig, CLIPModel
 
-    from llamp.clip_loading import LoadedCLIP
-    from llamp.clip_tokenizer import build_clip_tokenizer
+    from llamp.clip.loading import LoadedCLIP
+    from llamp.clip.tokenizer import build_clip_tokenizer
 
     config = CLIPConfig(text_config=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8,
                                          num_hidden_layers=12, hidden_act="quick_gelu", eos_token_id=49407),
@@ -92,9 +92,9 @@ def main() -> None:
     parser.add_argument("--real-widths", action="store_true", help="also measure at ViT-B/16 + LLaMA-2-7B widths")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from llamp.clip_loading import load_clip
+    from llamp.clip.loading import load_clip
     from llamp.model import LLaMPConfig
-    from llamp.tiny import write_tiny_models
+    from llamp.tiny.models import write_tiny_models
 
     work = tempfile.mkdtemp(prefix="llamp-footprint-")
     tiny = write_tiny_models(os.path.join(work, "tiny"), pretrained=False)

@@ -87,7 +87,7 @@ GIB, MB = 1024 ** 3, 1e6
 
 def write_assets(folder: str, classnames: list[str]) -> dict[str, str]:
     """CLIP folder, one-layer LLM checkpoint and knowledge cache under ``folder``; their paths by name."""
-    from llamp.clip_loading import load_clip
+    from llamp.clip.loading import load_clip
 
     paths = {name: os.path.join(folder, name) for name in ("clip", "llm", "cache")}
     torch.manual_seed(0)
@@ -101,8 +101,8 @@ def write_assets(folder: str, classnames: list[str]) -> dict[str, str]:
 def write_cache(folder: str, classnames: list[str], llm: str, clip) -> None:
     """Random keys/values, masks and targets, written by the build's own writer with what it records."""
     from llamp.knowledge_cache.writer import CacheWriter
-    from llamp.llm_identity import llm_identity
-    from llamp.llm_weights import llm_layer_sha256
+    from llamp.llm.identity import llm_identity
+    from llamp.llm.weights import llm_layer_sha256
 
     identity = llm_identity(llm)
     kept = [identity["num_hidden_layers"] - 1]
@@ -126,7 +126,7 @@ def write_cache(folder: str, classnames: list[str], llm: str, clip) -> None:
 def cache_bytes(folder: str, class_counts: list[int]) -> dict:
     """Bytes per class of the cache on disk (all templates) and on the device for one step (one template)."""
     from llamp.knowledge_cache.reader import KnowledgeCache
-    from llamp.kv_staging import KVStager
+    from llamp.knowledge_cache.staging import KVStager
 
     cache = KnowledgeCache.open(folder)
     out = {"disk_bytes_per_class": cache.bytes_on_disk() / cache.num_classes, "device_bytes_per_class": {}}
@@ -189,10 +189,10 @@ class LLaMPBench:
     def __init__(self, job: dict):
         from trainers.optim import build_optimizer
 
-        from llamp.clip_loading import load_clip
+        from llamp.clip.loading import load_clip
         from llamp.knowledge_cache.reader import KnowledgeCache
-        from llamp.kv_staging import KVStager
-        from llamp.llm_decoder import load_decoder_tail
+        from llamp.knowledge_cache.staging import KVStager
+        from llamp.llm.tail import load_decoder_tail
         from llamp.model import LLaMPModel
         from trainers.llamp import LLaMP, llamp_config
 
@@ -293,7 +293,7 @@ class MaPLeBench:
     def __init__(self, job: dict):
         from trainers.optim import build_optimizer
 
-        from llamp.clip_loading import load_clip
+        from llamp.clip.loading import load_clip
         from trainers.maple import MaPLe
 
         cfg = reference_cfg("MaPLe/vit_b16_base2new.yaml", "TRAINER.MAPLE.PREC")
@@ -335,8 +335,8 @@ class ZeroShotBench:
     """Zero-shot CLIP as its trainer evaluates: text features once, then image features per batch."""
 
     def __init__(self, job: dict):
-        from llamp.clip_loading import load_clip
-        from llamp.clip_tokenizer import CONTEXT_LENGTH
+        from llamp.clip.loading import load_clip
+        from llamp.clip.tokenizer import CONTEXT_LENGTH
         from llamp.templates import class_prompt_name, zero_shot_templates
 
         cfg = reference_cfg("ZeroshotCLIP/vit_b16.yaml", "TRAINER.ZEROSHOTCLIP.PREC")

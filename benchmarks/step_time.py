@@ -80,7 +80,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from llamp.tiny import write_tiny_models
+    from llamp.tiny.models import write_tiny_models
 
     work = tempfile.mkdtemp(prefix="llamp-steps-")
     tiny = write_tiny_models(os.path.join(work, "tiny"), pretrained=False)

@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks.footprint import real_width_clip, write_real_width_llm  # noqa: E402
-from llamp.clip_tokenizer import CONTEXT_LENGTH  # noqa: E402
+from llamp.clip.tokenizer import CONTEXT_LENGTH  # noqa: E402
 
 # DTD's first 24 classes (its base half), as class names go into prompts.
 DTD_BASE = ["banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked",
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     torch.manual_seed(0)
 
-    from llamp.llm_decoder import load_decoder_tail
+    from llamp.llm.tail import load_decoder_tail
     from llamp.model import LLaMPConfig, LLaMPModel
 
     clip = real_width_clip()

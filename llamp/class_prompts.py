@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from transformers import CLIPTokenizer
 
-from .clip_tokenizer import CONTEXT_LENGTH
+from .clip.tokenizer import CONTEXT_LENGTH
 from .errors import ConfigError
 from .prompted_clip import Injection, PromptedTextEncoder, replace_positions
 from .templates import class_prompt_name

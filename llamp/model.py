@@ -28,7 +28,8 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from .class_prompts import ClassPrompts, class_prompt_layout
 from .errors import ConfigError
-from .llm_decoder import DecoderTail, LLMPromptDecoder
+from .llm.tail import DecoderTail
+from .llm_decoder import LLMPromptDecoder
 from .prompt_learner import PromptLearner, check_depth
 from .prompted_clip import add_vision_lora
 from .self_regulation import self_regulating_losses

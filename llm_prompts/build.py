@@ -29,13 +29,13 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from llamp.clip_loading import KNOWN_BACKBONES, LoadedCLIP, load_clip
+from llamp.clip.loading import KNOWN_BACKBONES, LoadedCLIP, load_clip
 from llamp.errors import ConfigError
 from llamp.knowledge_cache.files import DESCRIPTIONS_FILE, dtype_name
 from llamp.knowledge_cache.writer import CacheWriter
-from llamp.llm_decoder import decoder_stack, layer_windows
-from llamp.llm_identity import llm_identity, load_llm_config, read_llm_config_json, resolve_llm_folder
-from llamp.llm_weights import llm_layer_sha256
+from llamp.llm.tail import decoder_stack, layer_windows
+from llamp.llm.identity import llm_identity, load_llm_config, read_llm_config_json, resolve_llm_folder
+from llamp.llm.weights import llm_layer_sha256
 from llamp.quiet import progress_disabled
 from llamp.templates import configured_templates
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from llamp.errors import ConfigError, from_local_files
-from llamp.llm_identity import resolve_llm_folder
+from llamp.llm.identity import resolve_llm_folder
 
 
 def resolve_llm(source: str) -> str:

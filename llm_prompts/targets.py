@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from llamp.class_features import MEAN_OF_NORMALISED, average_over_templates
-from llamp.clip_loading import LoadedCLIP
+from llamp.clip.loading import LoadedCLIP
 from llamp.errors import ConfigError
 from llamp.quiet import progress_disabled
 from llamp.templates import class_prompt_name

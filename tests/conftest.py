@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Paths of the tiny random-weight CLIP and Llama written by ``python -m llamp.tiny --random-weights``."""
-    from llamp.tiny import write_tiny_models
+    from llamp.tiny.models import write_tiny_models
 
     return write_tiny_models(str(tmp_path_factory.mktemp("tiny_models")), pretrained=False)
 
@@ -30,14 +30,14 @@ def tiny_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pretrained_tiny_models(tmp_path_factory):
     """The tiny models of ``python -m llamp.tiny``: the CLIP pre-trained (1-2 min), the LLM random."""
-    from llamp.tiny import write_tiny_models
+    from llamp.tiny.models import write_tiny_models
 
     return write_tiny_models(str(tmp_path_factory.mktemp("pretrained_tiny_models")), pretrained=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(tiny_models):
-    from llamp.clip_loading import load_clip
+    from llamp.clip.loading import load_clip
 
     return load_clip("ViT-B/16", tiny_models["clip"])
 

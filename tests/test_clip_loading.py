@@ -4,11 +4,11 @@ import os
 import pytest
 import torch
 
-import llamp.clip_loading as clip_loading
-from llamp.clip_loading import load_clip
-from llamp.clip_tokenizer import build_clip_tokenizer
+import llamp.clip.loading as clip_loading
+from llamp.clip.loading import load_clip
+from llamp.clip.tokenizer import build_clip_tokenizer
 from llamp.errors import ConfigError, MissingFileError
-from llamp.openai_clip_format import hf_to_openai
+from llamp.clip.openai_format import hf_to_openai
 
 TEXTS = ["a photo of a Red circle.", "The Boeing 737-800, a type of aircraft!",
          "café  naïve   spaces", "X", "a photo of a {}, a type of pet."]

@@ -21,7 +21,7 @@ TEMPLATE_WORDS = "a picture of a"
 @pytest.fixture(scope="module")
 def clip(tiny_models):
     """A CLIP of this module's own (the models here switch its gradients off)."""
-    from llamp.clip_loading import load_clip
+    from llamp.clip.loading import load_clip
 
     return load_clip("ViT-B/16", tiny_models["clip"])
 

@@ -389,7 +389,7 @@ def test_synthetic_builds_through_dassl_with_few_shot_and_base(tmp_path):
     assert len(new.train_x) == 18 * 24
 
     # Each half holds every colour and every shape, three times each; new classes are new combinations.
-    from llamp.synthetic_shapes import COLOURS as colours, SHAPES as shapes
+    from llamp.tiny.shapes import COLOURS as colours, SHAPES as shapes
     assert len(colours) == len(shapes) == 6
     for half in (ds.classnames, new.classnames):
         pairs = [tuple(c.split()) for c in half]

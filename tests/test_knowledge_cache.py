@@ -14,7 +14,7 @@ from llamp.errors import ConfigError, MissingFileError
 from llamp.knowledge_cache.files import METADATA_FILE, cache_size_bytes, kv_file_name
 from llamp.knowledge_cache.reader import KnowledgeCache
 from llamp.knowledge_cache.writer import CacheWriter
-from llamp.llm_identity import config_sha256, llm_identity
+from llamp.llm.identity import config_sha256, llm_identity
 
 CLASSNAMES = ["red circle", "green square", "blue triangle", "red cross", "green circle"]
 LENGTHS = [[5, 9, 7, 3, 9], [4, 4, 6, 2, 5], [8, 1, 8, 8, 2]]  # real tokens per template and class
@@ -61,10 +61,10 @@ def other_llm(tmp_path, name, **changes):
     """A config.json of another tiny Llama (only the config matters for identity)."""
     from transformers import LlamaConfig
 
-    from llamp.tiny import TINY_LLAMA
+    from llamp.tiny.llms import DEMO_FAMILY, FAMILIES
 
     folder = tmp_path / name
-    LlamaConfig(vocab_size=538, **{**TINY_LLAMA, **changes}).save_pretrained(folder)
+    LlamaConfig(vocab_size=538, **{**FAMILIES[DEMO_FAMILY].config, **changes}).save_pretrained(folder)
     return str(folder)
 
 

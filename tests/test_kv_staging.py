@@ -2,7 +2,7 @@
 import torch
 
 from llamp.knowledge_cache.reader import KnowledgeCache
-from llamp.kv_staging import KVStager
+from llamp.knowledge_cache.staging import KVStager
 
 
 def test_staged_rows_equal_the_direct_read(synthetic_cache):

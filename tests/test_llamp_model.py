@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from llamp.clip_loading import load_clip
-from llamp.llm_decoder import load_decoder_tail
+from llamp.clip.loading import load_clip
+from llamp.llm.tail import load_decoder_tail
 from llamp.model import LLaMPConfig, LLaMPModel
 from llamp.prompted_clip import PromptedTextEncoder
 from llamp.self_regulation import self_regulating_losses

@@ -165,8 +165,8 @@ def other_clip(tmp_path):
     """A tiny CLIP whose joint embedding is 32-d instead of 48-d."""
     from transformers import CLIPConfig, CLIPModel
 
-    from llamp.clip_tokenizer import build_clip_tokenizer
-    from llamp.tiny import TINY_CLIP
+    from llamp.clip.tokenizer import build_clip_tokenizer
+    from llamp.tiny.models import TINY_CLIP
 
     folder = tmp_path / "clip32"
     CLIPModel(CLIPConfig(**{**TINY_CLIP, "projection_dim": 32})).save_pretrained(folder)
@@ -189,13 +189,9 @@ def test_bad_inputs_are_caught_before_training(tiny_models, synthetic_cache, tmp
     (renamed / "metadata.json").write_text(json.dumps(meta))
     assert "red circle" in fails("TRAINER.LLAMP.CACHE_DIR", str(renamed))
 
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from llamp.tiny.llms import DEMO_FAMILY, write_tiny_llm
 
-    from llamp.tiny import TINY_LLAMA, build_llm_tokenizer
-
-    wider = tmp_path / "wider_llm"
-    tokenizer = build_llm_tokenizer()
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **{**TINY_LLAMA, "hidden_size": 96})).save_pretrained(wider)
+    wider = write_tiny_llm(DEMO_FAMILY, str(tmp_path / "wider_llm"), hidden_size=96)
     assert "another LLM" in fails("TRAINER.LLAMP.LLM_PATH", str(wider),
                                   "TRAINER.LLAMP.CACHE_DIR", synthetic_cache["cache"])
     assert "NUM_DECODER_LAYERS" in fails("TRAINER.LLAMP.NUM_DECODER_LAYERS", "3")
@@ -205,19 +201,18 @@ def test_bad_inputs_are_caught_before_training(tiny_models, synthetic_cache, tmp
 
 def test_a_cache_is_refused_with_other_weights_of_the_same_shapes(tiny_models, synthetic_cache, tmp_path):
     """Same widths and config.json, other weights: the cache's CLIP and LLM digests tell them apart."""
-    from transformers import CLIPConfig, CLIPModel, LlamaConfig, LlamaForCausalLM
+    from transformers import CLIPConfig, CLIPModel
 
-    from llamp.clip_tokenizer import build_clip_tokenizer
-    from llamp.tiny import TINY_CLIP, TINY_LLAMA, build_llm_tokenizer
+    from llamp.clip.tokenizer import build_clip_tokenizer
+    from llamp.tiny.llms import DEMO_FAMILY, write_tiny_llm
+    from llamp.tiny.models import TINY_CLIP
 
     torch.manual_seed(123)
     clip = tmp_path / "other_clip"
     CLIPModel(CLIPConfig(**TINY_CLIP)).save_pretrained(clip)
     build_clip_tokenizer().save_pretrained(clip)
     llm = tmp_path / "other_llm"
-    tokenizer = build_llm_tokenizer()
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **TINY_LLAMA)).save_pretrained(llm)
-    tokenizer.save_pretrained(llm)
+    write_tiny_llm(DEMO_FAMILY, str(llm), seed=123)
     with open(os.path.join(tiny_models["llm"], "config.json")) as a, open(llm / "config.json") as b:
         assert json.load(a) == json.load(b)  # only the weights differ
 

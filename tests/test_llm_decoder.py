@@ -8,7 +8,8 @@ import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from llamp.errors import ConfigError, MissingFileError
-from llamp.llm_decoder import LLMPromptDecoder, cache_attention_mask, load_decoder_tail
+from llamp.llm.tail import load_decoder_tail
+from llamp.llm_decoder import LLMPromptDecoder, cache_attention_mask
 
 TEXTS = ["In one sentence, describe the distinctive appearance of a red circle.", "a blue square"]
 

@@ -357,8 +357,8 @@ def other_clip_folder(folder):
     """A tiny CLIP of the same shapes as the test one, other weights."""
     from transformers import CLIPConfig, CLIPModel
 
-    from llamp.clip_tokenizer import build_clip_tokenizer
-    from llamp.tiny import TINY_CLIP
+    from llamp.clip.tokenizer import build_clip_tokenizer
+    from llamp.tiny.models import TINY_CLIP
 
     torch.manual_seed(123)
     CLIPModel(CLIPConfig(**TINY_CLIP)).save_pretrained(folder)
@@ -390,7 +390,7 @@ def test_a_rebuild_repairs_a_damaged_clip_record(built, tmp_path, tiny_models, d
 
 def test_a_cache_rebuilt_with_another_clip_works_with_that_clip(built, tmp_path, tiny_models, data_root,
                                                                 monkeypatch, tiny_clip):
-    from llamp.clip_loading import load_clip
+    from llamp.clip.loading import load_clip
 
     other = load_clip("ViT-B/16", other_clip_folder(tmp_path / "other_clip"))
     out = str(tmp_path / "other")

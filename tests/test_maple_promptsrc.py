@@ -33,7 +33,7 @@ def data_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip(tiny_models):
     """A CLIP of this module's own (the prompt learners switch its gradients off)."""
-    from llamp.clip_loading import load_clip
+    from llamp.clip.loading import load_clip
 
     return load_clip("ViT-B/16", tiny_models["clip"])
 

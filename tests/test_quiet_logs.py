@@ -18,7 +18,7 @@ def test_importing_the_toolbox_prints_no_warnings():
     # Dassl (wilds -> outdated, from a background thread that outlives the import) and openai-clip
     # import the deprecated pkg_resources; the process waits for that thread before exiting.
     proc = run_python("-c", "import trainers, vl_datasets, llm_prompts.dataset\n"
-                            "from llamp.clip_tokenizer import bpe_file_path\nbpe_file_path()")
+                            "from llamp.clip.tokenizer import bpe_file_path\nbpe_file_path()")
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr and "pkg_resources" not in proc.stderr, proc.stderr
 

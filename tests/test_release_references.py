@@ -27,7 +27,7 @@ from llamp.baselines.coop import CoOp, CoOpConfig
 from llamp.baselines.kgcoop import KgCoOp, KgCoOpConfig
 from llamp.baselines.maple import MaPLeConfig, MaPLePromptLearner
 from llamp.baselines.promptsrc import PromptSRCConfig, PromptSRCPromptLearner
-from llamp.clip_loading import load_clip
+from llamp.clip.loading import load_clip
 from llamp.prompted_clip import lora_disabled
 
 TOL, GRAD_RTOL, FAR = 1e-5, 1e-4, 1e-3
@@ -49,8 +49,8 @@ def fresh_clip(path):
 @pytest.fixture(scope="module")
 def clip3_path(tmp_path_factory):
     """The tiny CLIP's shape with 3 layers per tower (MaPLe at depth 3), random weights."""
-    from llamp.clip_tokenizer import build_clip_tokenizer
-    from llamp.tiny import TINY_CLIP
+    from llamp.clip.tokenizer import build_clip_tokenizer
+    from llamp.tiny.models import TINY_CLIP
 
     config = copy.deepcopy(TINY_CLIP)
     config["text_config"]["num_hidden_layers"] = config["vision_config"]["num_hidden_layers"] = 3

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.rss import read_status
 from llamp.errors import ConfigError
-from llamp.safetensors_files import TensorFileReader, read_safetensors_header
+from llamp.knowledge_cache.safetensors_files import TensorFileReader, read_safetensors_header
 
 
 def reader_for(path):

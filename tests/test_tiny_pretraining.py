@@ -1,4 +1,4 @@
-"""The tiny CLIP's pre-training (llamp/tiny_clip_pretraining.py) and how llamp.tiny writes it."""
+"""The tiny CLIP's pre-training (llamp/tiny/pretraining.py) and how llamp.tiny.models writes it."""
 import json
 import os
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-import llamp.tiny as tiny
-from llamp.clip_tokenizer import build_clip_tokenizer
-from llamp.synthetic_shapes import CLASSES
-from llamp.tiny_clip_pretraining import PretrainingRecipe, draw_batch, pretrain_clip
+import llamp.tiny.models as tiny
+from llamp.clip.tokenizer import build_clip_tokenizer
+from llamp.tiny.shapes import CLASSES
+from llamp.tiny.pretraining import PretrainingRecipe, draw_batch, pretrain_clip
 
 SHORT = PretrainingRecipe(steps=3, warmup_steps=1)
 

@@ -19,7 +19,7 @@ import torch
 from dassl.data import DataManager
 from dassl.engine import TrainerX
 
-from llamp.clip_loading import LoadedCLIP, load_clip
+from llamp.clip.loading import LoadedCLIP, load_clip
 from llamp.errors import ConfigError
 from llamp.templates import TemplateChoice, configured_templates, describe_choice
 

@@ -7,7 +7,7 @@ from yacs.config import CfgNode as CN
 
 from llamp.baselines.coop import CoOp as CoOpModel
 from llamp.baselines.coop import CoOpConfig
-from llamp.clip_loading import LoadedCLIP
+from llamp.clip.loading import LoadedCLIP
 from llamp.errors import ConfigError
 
 from .checkpoint import load_checkpoint

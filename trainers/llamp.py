@@ -12,8 +12,8 @@ from yacs.config import CfgNode as CN
 from llamp.errors import ConfigError
 from llamp.knowledge_cache.files import default_cache_folder
 from llamp.knowledge_cache.reader import KnowledgeCache
-from llamp.kv_staging import KVStager
-from llamp.llm_decoder import load_decoder_tail
+from llamp.knowledge_cache.staging import KVStager
+from llamp.llm.tail import load_decoder_tail
 from llamp.model import MAX_LOGIT_SCALE, LLaMPConfig, LLaMPModel
 
 from .base import ClipTrainer

@@ -6,7 +6,7 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from llamp.baselines.maple import MaPLeConfig, MaPLePromptLearner
-from llamp.clip_loading import LoadedCLIP
+from llamp.clip.loading import LoadedCLIP
 
 from .config import config_defaults, method_config, trainer_node
 from .prompt_trainer import PromptLearningTrainer

@@ -16,7 +16,7 @@ import torch
 from dassl.metrics import compute_accuracy
 from torch import nn
 
-from llamp.clip_loading import LoadedCLIP
+from llamp.clip.loading import LoadedCLIP
 
 from .base import ClipTrainer
 from .optim import build_optimizer

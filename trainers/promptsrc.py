@@ -12,7 +12,7 @@ from yacs.config import CfgNode as CN
 from llamp.atomic_files import write_atomic
 from llamp.baselines.promptsrc import (GaussianPromptAggregation, PromptSRCConfig, PromptSRCPromptLearner,
                                        gpa_weights)
-from llamp.clip_loading import LoadedCLIP
+from llamp.clip.loading import LoadedCLIP
 
 from .checkpoint import load_checkpoint
 from .config import config_defaults, method_config, trainer_node

@@ -7,7 +7,7 @@ benchmarks (``images/<class_folder>/<n>.jpg`` + a split file), so they then go
 through exactly the same code: few-shot cache, base/new.
 
 Classes are colour x shape ("red circle", "orange star", ...); the images and
-the base/new order are llamp/synthetic_shapes.py's: each half holds every
+the base/new order are llamp/tiny/shapes.py's: each half holds every
 colour and every shape, so new classes are unseen combinations of seen
 attributes. A model has to look to tell them apart: sizes, positions,
 rotations, clutter and noise vary, and the light is tinted (every hue turned by
@@ -27,9 +27,9 @@ import numpy as np
 from dassl.data.datasets import DATASET_REGISTRY, Datum
 
 from llamp.errors import ConfigError
-from llamp.synthetic_shapes import CLASSES as SYNTHETIC_CLASSES
-from llamp.synthetic_shapes import CLASSNAMES as SYNTHETIC_CLASSNAMES
-from llamp.synthetic_shapes import DATASET_HUE_SHIFT_DEGREES, draw_shape, draw_sketch, jpeg_bytes
+from llamp.tiny.shapes import CLASSES as SYNTHETIC_CLASSES
+from llamp.tiny.shapes import CLASSNAMES as SYNTHETIC_CLASSNAMES
+from llamp.tiny.shapes import DATASET_HUE_SHIFT_DEGREES, draw_shape, draw_sketch, jpeg_bytes
 
 from .common import SplitFileDataset, write_json_atomic
 
@@ -46,7 +46,7 @@ class DrawnDataset:
     draw: Callable[[np.random.Generator, str, str], bytes]  # (rng, colour, shape) -> JPEG bytes
     split_file: str
     # Fixed: a dataset is the same everywhere, whatever cfg.SEED is. The tiny CLIP's pre-training
-    # draws from other seeds (llamp/tiny_clip_pretraining.py), so it never sees these images.
+    # draws from other seeds (llamp/tiny/pretraining.py), so it never sees these images.
     seed: int
 
 
@@ -124,7 +124,7 @@ class Synthetic(SplitFileDataset):
 
 @DATASET_REGISTRY.register()
 class SyntheticSketch(Synthetic):
-    """Synthetic's classes in the second drawing style (llamp/synthetic_shapes.py draw_sketch), same sizes."""
+    """Synthetic's classes in the second drawing style (llamp/tiny/shapes.py draw_sketch), same sizes."""
 
     folder = "synthetic_sketch"
     split_file = SYNTHETIC_SKETCH.split_file

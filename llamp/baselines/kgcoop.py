@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTokenizer
 
 from ..class_features import MEAN_OF_NORMALISED, template_class_features
-from ..clip_tokenizer import clip_token_ids
+from ..clip.tokenizer import clip_token_ids
 from ..errors import ConfigError
 from .coop import CoOp, CoOpConfig
 

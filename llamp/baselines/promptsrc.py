@@ -38,7 +38,7 @@ from transformers import CLIPModel, CLIPTokenizer
 
 from ..class_features import MEAN_OF_RAW, template_class_features
 from ..class_prompts import PROMPT_INIT_STD, sentence_context
-from ..clip_loading import clip_text_features
+from ..clip.loading import clip_text_features
 from ..errors import ConfigError
 from ..prompt_learner import CLIPScoredPromptLearner, check_depth
 from ..self_regulation import self_regulating_losses

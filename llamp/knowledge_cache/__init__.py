@@ -19,5 +19,5 @@ Three modules, one idea each:
 * ``reader``: :class:`~llamp.knowledge_cache.reader.KnowledgeCache`, validating on
   open, reading only the rows asked for.
 
-The LLM's identity recorded in ``metadata["llm"]`` is ``llamp.llm_identity``'s.
+The LLM's identity recorded in ``metadata["llm"]`` is ``llamp.llm.identity``'s.
 """

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import ConfigError
 from ..json_files import read_json
-from ..llm_identity import llm_folder_name
+from ..llm.identity import llm_folder_name
 
 FORMAT = "llamp-knowledge-cache"
 CACHE_FOLDER = "llamp_cache"  # under a dataset's folder, one sub-folder per LLM

@@ -14,8 +14,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 from ..errors import ConfigError, MissingFileError
-from ..llm_identity import compare_llm_identity, llm_identity
-from ..safetensors_files import (SAFETENSORS_DTYPES, TensorFileReader, check_tensors, file_sha256,
+from ..llm.identity import compare_llm_identity, llm_identity
+from .safetensors_files import (SAFETENSORS_DTYPES, TensorFileReader, check_tensors, file_sha256,
                                  read_safetensors_header)
 from .files import (BUILD_COMMAND_HINT, FORMAT_VERSION, HEADER_FIELDS, KV_DTYPES, MASK_KEY, METADATA_FILE,
                     TARGETS_KEY, key_name, read_metadata, value_name)

@@ -12,8 +12,8 @@ import torch
 
 from ..atomic_files import write_json_atomic
 from ..errors import ConfigError
-from ..llm_identity import compare_llm_identity
-from ..safetensors_files import read_safetensors_header, save_tensors_atomic
+from ..llm.identity import compare_llm_identity
+from .safetensors_files import read_safetensors_header, save_tensors_atomic
 from .files import (FORMAT, FORMAT_VERSION, HEADER_FIELDS, KV_DTYPES, MASK_KEY, METADATA_FILE, TARGETS_FILE,
                     TARGETS_KEY, key_name, kv_file_name, read_metadata, value_name)
 

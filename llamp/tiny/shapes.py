@@ -7,7 +7,7 @@ config was tuned on.
 
 Shared by the Synthetic dataset (vl_datasets/synthetic.py, which writes a
 fixed set of these to disk) and the tiny CLIP's pre-training
-(llamp/tiny_clip_pretraining.py, which draws fresh ones from another random
+(llamp/tiny/pretraining.py, which draws fresh ones from another random
 stream), so both see the same distribution and neither needs the other.
 
 Classes are colour x shape pairs (6 x 6 = 36); the shapes were chosen so that

@@ -17,8 +17,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .atomic_files import write_atomic
-from .errors import ConfigError, MissingFileError
+from ..atomic_files import write_atomic
+from ..errors import ConfigError, MissingFileError
 
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int8: "I8"}
 

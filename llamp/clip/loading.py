@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from transformers import CLIPModel, CLIPTokenizer
 
-from .clip_tokenizer import build_clip_tokenizer, clip_token_ids
-from .errors import ConfigError, MissingFileError, from_local_files
-from .openai_clip_format import openai_to_hf
+from .tokenizer import build_clip_tokenizer, clip_token_ids
+from ..errors import ConfigError, MissingFileError, from_local_files
+from .openai_format import openai_to_hf
 
 # CLIP's image normalisation (the same for every OpenAI CLIP).
 CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -2,7 +2,7 @@
 
 A random-weight CLIP gives nearly identical features to every image, and every
 method trained on it sits at chance. Here the tiny CLIP learns from captioned
-drawings made on the fly by llamp/synthetic_shapes.py ("a photo of a small red
+drawings made on the fly by llamp/tiny/shapes.py ("a photo of a small red
 circle", "a blue ring on a noisy background", ...) with CLIP's symmetric
 in-batch loss. Each batch holds every colour-shape pair once, so no two images
 of a batch share a caption's class: the in-batch negatives are true negatives.
@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTokenizer
 
-from .clip_loading import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
-from .synthetic_shapes import CLASSES, as_stored, draw_shape, size_word
+from ..clip.loading import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
+from .shapes import CLASSES, as_stored, draw_shape, size_word
 
 # Caption wordings, written for this project. {c} colour, {s} shape, {z} "small"/"large" when the
 # shape is clearly one of them (wordings with {z} are used only then).

@@ -14,8 +14,8 @@ from functools import lru_cache
 import torch
 from transformers import CLIPTokenizer
 
-from .errors import MissingFileError
-from .quiet import ignore_pkg_resources_warning
+from ..errors import MissingFileError
+from ..quiet import ignore_pkg_resources_warning
 
 CONTEXT_LENGTH = 77
 BOS_TOKEN = "<|startoftext|>"

@@ -16,8 +16,8 @@ from typing import Iterable, Mapping
 
 import torch
 
-from .errors import ConfigError, MissingFileError
-from .llm_identity import LLM_PATH_KEY, load_llm_config, resolve_llm_folder
+from ..errors import ConfigError, MissingFileError
+from .identity import LLM_PATH_KEY, load_llm_config, resolve_llm_folder
 
 
 def weight_files(folder: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from .clip_tokenizer import CONTEXT_LENGTH
+from .tokenizer import CONTEXT_LENGTH
 
 HEAD_WIDTH = 64  # OpenAI CLIP: heads = width // 64, on both towers
 BOS_ID, EOS_ID = 49406, 49407

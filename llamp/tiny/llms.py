@@ -1,12 +1,14 @@
-"""Tiny random chat LLMs of several families, for tests: the same code paths as the real models.
+"""Tiny random chat LLMs of several families, for tests and the demo: the same code paths as the real models.
 
-    python -m llamp.tiny_llms --out DIR [--family llama3 mistral qwen2 gemma gemma2]
+    python -m llamp.tiny.llms --out DIR [--family llama2 llama3 mistral qwen2 gemma gemma2]
 
 writes ``DIR/<family>``: a 2-layer, 64-wide model of that family saved as
 sharded safetensors, with a byte-level BPE tokenizer whose special tokens,
-BOS behaviour and chat template resemble the family's. What each one brings
-that the tiny Llama-2 of ``llamp.tiny`` does not:
+BOS behaviour and chat template resemble the family's.
 
+* ``llama2``  the demo's and most tests' LLM (``python -m llamp.tiny`` writes it as
+  ``llm``): LLaMA-2's ``[INST]``/``<<SYS>>`` markup, BOS added on tokenisation (so a
+  rendered chat starts with two), no pad token; what each other one brings beyond it:
 * ``llama3``  grouped-query attention (4 query heads share 1 key/value head),
   ``llama3`` rope scaling, header/``<|eot_id|>`` chat markup, BOS added on tokenisation;
 * ``mistral`` sliding-window attention in every layer, ``[INST]`` markup whose
@@ -30,11 +32,11 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from .quiet import quiet_logs
+from ..quiet import quiet_logs
 
 HIDDEN = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               max_position_embeddings=1024, tie_word_embeddings=False)
@@ -43,6 +45,17 @@ VOCAB_SIZE = 1024
 # cached sequence, but the decoder still builds its sliding masks. A short one is set in the tests.
 SLIDING_WINDOW = 512
 
+LLAMA2_CHAT = (  # the system prompt folded into the first user turn
+    "{% set sys = '' %}"
+    "{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% endif %}"
+    "{% for m in messages %}"
+    "{% if m['role'] == 'user' %}{{ bos_token }}[INST] "
+    "{% if loop.first and sys %}<<SYS>>\n{{ sys }}\n<</SYS>>\n\n{% endif %}"
+    "{{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }} {{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
 LLAMA3_CHAT = (
     "{{ bos_token }}{% for m in messages %}"
     "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim }}"
@@ -78,7 +91,7 @@ class TinyFamily:
     """How to build one family's tiny model and tokenizer."""
 
     name: str
-    model_type: str  # config.model_type, as llamp.llm_decoder.TESTED_FAMILIES names it
+    model_type: str  # config.model_type, as llamp.llm.tail.TESTED_FAMILIES names it
     config: dict
     bos: str | None  # None: the tokenizer has no BOS (Qwen)
     eos: str
@@ -89,9 +102,30 @@ class TinyFamily:
     pad: str | None = None
     extra_tokens: tuple[str, ...] = ()
     chat_markers: tuple[str, ...] = field(default=())  # what a rendered conversation holds
+    words: tuple[str, ...] = ()  # the BPE training text's words (default: FAMILY_WORDS)
+    # norm weights and biases moved off their init values (ones, zeros), so a loader that dropped them fails
+    perturb_norms: bool = True
 
 
+# Plain English for the BPE merges (content hardly matters). The demo's LLM learned its merges from the first
+# list, the others from the second; both are kept so that every tiny model stays what it was.
+DEMO_WORDS = tuple(
+    "a the of and with in on is are as appears photo type pet flower food aircraft car texture scene action "
+    "satellite image object describe distinctive appearance sentence red green blue yellow circle square "
+    "triangle star shape colour color small large round sharp edges corners bright dark background white "
+    "black helpful assistant you one long short tail wings wheels body fur leaves petals stripes spots "
+    "pattern".split())
+FAMILY_WORDS = tuple(
+    "a the of and with in on is are as appears photo type describe distinctive appearance sentence red green "
+    "blue yellow circle square triangle star shape colour small large round sharp edges corners bright dark "
+    "background white black helpful assistant you system user model one".split())
+
+DEMO_FAMILY = "llama2"
 FAMILIES: dict[str, TinyFamily] = {
+    "llama2": TinyFamily(
+        "llama2", "llama", dict(HIDDEN, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0),
+        bos="<s>", eos="</s>", unk="<unk>", chat_template=LLAMA2_CHAT, add_bos=True,
+        chat_markers=("[INST]", "<<SYS>>"), words=DEMO_WORDS, perturb_norms=False),
     "llama3": TinyFamily(
         "llama3", "llama",
         dict(HIDDEN, num_key_value_heads=1, rope_theta=500000.0, rms_norm_eps=1e-5,
@@ -121,11 +155,9 @@ FAMILIES: dict[str, TinyFamily] = {
 }
 
 
-def _corpus() -> list[str]:
-    """Plain English for the BPE merges (content hardly matters)."""
-    words = ("a the of and with in on is are as appears photo type describe distinctive appearance sentence "
-             "red green blue yellow circle square triangle star shape colour small large round sharp edges "
-             "corners bright dark background white black helpful assistant you system user model one").split()
+def _corpus(words: tuple[str, ...]) -> list[str]:
+    """Every rotation of the word list, four times over."""
+    words = list(words)
     return [" ".join(words[i:] + words[:i]) for i in range(len(words))] * 4
 
 
@@ -139,7 +171,7 @@ def build_tokenizer(family: TinyFamily) -> Any:
     tok = Tokenizer(models.BPE(unk_token=family.unk))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(_corpus(), trainer=trainers.BpeTrainer(
+    tok.train_from_iterator(_corpus(family.words or FAMILY_WORDS), trainer=trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE, show_progress=False, special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     steps = [processors.ByteLevel(trim_offsets=False)]
@@ -165,12 +197,28 @@ def build_model(family: TinyFamily, tokenizer: Any, seed: int = 0, **overrides: 
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith(".bias"):  # ones or zeros at init: make them matter
+            if family.perturb_norms and ("norm" in name or name.endswith(".bias")):  # ones or zeros at init
                 p.add_(torch.randn_like(p) * 0.1)
     stops = [tokenizer.convert_tokens_to_ids(t) for t in (family.eos, family.end_of_turn) if t]
     model.generation_config.eos_token_id = stops if len(stops) > 1 else stops[0]
     model.generation_config.pad_token_id = ids.get("pad_token_id", stops[0])
     return model
+
+
+def write_folder_atomically(folder: str, write: Callable[[str], Any]) -> str:
+    """``write(tmp)`` fills a temporary folder beside ``folder``, which then replaces ``folder`` whole."""
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}-", dir=parent)
+    try:
+        write(tmp)
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def write_tiny_llm(family_name: str, folder: str, seed: int = 0, max_shard_size: str = "100KB",
@@ -180,20 +228,13 @@ def write_tiny_llm(family_name: str, folder: str, seed: int = 0, max_shard_size:
     if family_name not in FAMILIES:
         raise ValueError(f"unknown tiny LLM family {family_name!r}; choose one of {', '.join(FAMILIES)}")
     family = FAMILIES[family_name]
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{family_name}-", dir=parent)
-    try:
+
+    def write(tmp: str) -> None:
         tokenizer = build_tokenizer(family)
         build_model(family, tokenizer, seed, **overrides).save_pretrained(tmp, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(tmp)
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    return write_folder_atomically(folder, write)
 
 
 def main(argv: list[str] | None = None) -> None:

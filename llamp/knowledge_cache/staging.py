@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-from .knowledge_cache.reader import CachedKV, KnowledgeCache
+from .reader import CachedKV, KnowledgeCache
 
 
 class KVStager:

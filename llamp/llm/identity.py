@@ -4,7 +4,7 @@ An LLM is named by a model folder, its ``config.json``, or a hub name that is
 resolved from the local Hugging Face cache only (nothing is downloaded). Its
 identity (:func:`llm_identity`) is what a cache must agree on with the model
 that consumes it: shapes, rope settings, a hash of ``config.json`` and, added
-by the build, digests of the kept layers' weights (``llamp.llm_weights``).
+by the build, digests of the kept layers' weights (``llamp.llm.weights``).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from transformers import AutoConfig, PretrainedConfig
 
-from .errors import ConfigError, MissingFileError, from_local_files
-from .json_files import read_json
+from ..errors import ConfigError, MissingFileError, from_local_files
+from ..json_files import read_json
 
 LLM_PATH_KEY = "TRAINER.LLAMP.LLM_PATH"
 # The LLM fields a cache must agree on with the model that consumes it.
