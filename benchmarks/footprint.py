@@ -35,7 +35,8 @@ def checkpoint_vs_full(clip, llm_folder: str, classnames: list[str], config) -> 
     from llamp.llm.tail import load_decoder_tail
     from llamp.model import LLaMPModel
 
-    model = LLaMPModel(clip.model, clip.tokenizer, load_decoder_tail(llm_folder, 1), classnames, config)
+    targets = torch.zeros(len(classnames), clip.model.config.projection_dim)  # a buffer: not in a checkpoint
+    model = LLaMPModel(clip.model, clip.tokenizer, load_decoder_tail(llm_folder, 1), classnames, config, targets)
     trainable = [p for p in model.parameters() if p.requires_grad]
     full = {id(t): t for t in list(model.state_dict(keep_vars=True).values())}
     return {"trainable_params": sum(p.numel() for p in trainable),

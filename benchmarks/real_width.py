@@ -134,7 +134,7 @@ def cache_bytes(folder: str, class_counts: list[int]) -> dict:
         per_class = []
         for n in class_counts:
             kv = KVStager(cache, cache.select(CLASSNAMES[:n]), torch.device("cpu"), dtype).get(0)
-            tensors = [t for pair in kv.layers for t in pair] + [kv.mask]
+            tensors = [*kv.keys, *kv.values, kv.mask]
             per_class.append(sum(t.numel() * t.element_size() for t in tensors) / n)
         out["device_bytes_per_class"][str(dtype).removeprefix("torch.")] = max(per_class)
     return out
@@ -204,8 +204,8 @@ class LLaMPBench:
                                          num_layers=c.NUM_DECODER_LAYERS, expected_layer_sha256=tail.layer_sha256,
                                          expected_clip=clip)
         rows = self.cache.select(job["classnames"])
-        self.targets = self.cache.targets(rows)
-        self.model = LLaMPModel(clip.model, clip.tokenizer, tail, job["classnames"], llamp_config(c))
+        self.model = LLaMPModel(clip.model, clip.tokenizer, tail, job["classnames"], llamp_config(c),
+                                self.cache.targets(rows))
         self.stager = KVStager(self.cache, rows, torch.device("cpu"), torch.float32)
         # the trainer's own method, on a stand-in for the trainer: the same groups and learning rates
         groups = LLaMP.param_groups(SimpleNamespace(model=self.model, cfg=cfg, trainer_cfg=c))
@@ -216,16 +216,12 @@ class LLaMPBench:
         self.text_positions = int(self.model.prompts.input_ids.shape[1])
         self.model.train()
 
-    def template_kv(self, template: int):
-        kv = self.stager.get(template)
-        return [k for k, _ in kv.layers], [v for _, v in kv.layers], kv.mask
-
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         start = time.perf_counter()
-        keys, values, mask = self.template_kv(self.draw.randrange(self.cache.num_templates))
+        kv = self.stager.get(self.draw.randrange(self.cache.num_templates))
         read = time.perf_counter()
-        losses, _ = self.model.losses(images, labels, keys, values, mask, self.targets)
-        del keys, values  # as the trainer does: not kept through the backward
+        losses, _ = self.model.losses(images, labels, kv)
+        del kv  # as the trainer does: not kept through the backward
         loss = sum(losses.values())
         forward = time.perf_counter()
         self.optim.zero_grad()
@@ -241,10 +237,10 @@ class LLaMPBench:
 
     def parts(self, images: torch.Tensor) -> dict[str, float]:
         """Forward + backward of each part of a step on its own (no optimiser step): where the time goes."""
-        keys, values, mask = self.template_kv(0)
+        kv = self.stager.get(0)
         runs = {
-            "llm_decoder": lambda: self.model.decoder(keys, values, mask),
-            "decoder_and_text_tower": lambda: self.model.text_features(keys, values, mask),
+            "llm_decoder": lambda: self.model.decoder(kv),
+            "decoder_and_text_tower": lambda: self.model.text_features(kv),
             "vision_tower_prompts_lora": lambda: self.model.image_features(images),
         }
         out = {}
@@ -272,8 +268,7 @@ class LLaMPBench:
         start = time.perf_counter()
         features = []
         for t in range(self.cache.num_templates):
-            keys, values, mask = self.template_kv(t)
-            features.append(F.normalize(self.model.text_features(keys, values, mask).float(), dim=-1))
+            features.append(F.normalize(self.model.text_features(self.stager.get(t)).float(), dim=-1))
         self.text = torch.stack(features)  # [T, C, embed]
         total = time.perf_counter() - start
         for hook in hooks:

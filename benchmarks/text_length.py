@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     torch.manual_seed(0)
 
+    from llamp.cache_kv import CacheKV
     from llamp.llm.tail import load_decoder_tail
     from llamp.model import LLaMPConfig, LLaMPModel
 
@@ -79,23 +80,23 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         write_real_width_llm(folder)
         tail = load_decoder_tail(folder, 1)
-    model = LLaMPModel(clip.model, clip.tokenizer, tail, DTD_BASE, LLaMPConfig())
+    targets = torch.randn(len(DTD_BASE), clip.model.config.projection_dim)
+    model = LLaMPModel(clip.model, clip.tokenizer, tail, DTD_BASE, LLaMPConfig(), targets)
     model.train()
     heads, head_dim = tail.config.num_key_value_heads, tail.config.hidden_size // tail.config.num_attention_heads
-    keys = [torch.randn(len(DTD_BASE), heads, CACHE_LENGTH, head_dim)]
-    values = [torch.randn(len(DTD_BASE), heads, CACHE_LENGTH, head_dim)]
-    mask = torch.ones(len(DTD_BASE), CACHE_LENGTH, dtype=torch.long)
-    targets = F.normalize(torch.randn(len(DTD_BASE), model.embed_dim), dim=-1)
+    kv = CacheKV([torch.randn(len(DTD_BASE), heads, CACHE_LENGTH, head_dim)],
+                 [torch.randn(len(DTD_BASE), heads, CACHE_LENGTH, head_dim)],
+                 torch.ones(len(DTD_BASE), CACHE_LENGTH, dtype=torch.long), tail.layer_indices)
     images, labels = torch.randn(BATCH, 3, 224, 224), torch.arange(BATCH)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
     def text_forward_backward():
         model.zero_grad(set_to_none=True)
-        model.text_features(keys, values, mask).sum().backward()
+        model.text_features(kv).sum().backward()
 
     def training_step():
         optimizer.zero_grad(set_to_none=True)
-        losses, _ = model.losses(images, labels, keys, values, mask, targets)
+        losses, _ = model.losses(images, labels, kv)
         sum(losses.values()).backward()
         optimizer.step()
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         features = {}
         for name, layout in layouts.items():
             use_layout(model, layout)
-            features[name] = model.text_features(keys, values, mask)
+            features[name] = model.text_features(kv)
         model.train()
     difference = (features["short"] - features["77"]).abs().max().item()
 

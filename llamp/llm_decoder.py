@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from .cache_kv import CacheKV, positions_from_mask
 from .errors import ConfigError
 from .llm.tail import DecoderTail, layer_windows
 
@@ -30,7 +31,7 @@ def cache_attention_mask(cache_mask: torch.Tensor, num_new: int, dtype: torch.dt
     padding does not narrow the window).
     """
     real = cache_mask.bool()  # [batch, seq]
-    cached_positions = cache_mask.long().cumsum(-1) - 1  # [batch, seq] (meaningless on padding: masked)
+    cached_positions = positions_from_mask(cache_mask)  # [batch, seq] (meaningless on padding: masked)
     steps = torch.arange(num_new, device=cache_mask.device)
     new_positions = cache_mask.long().sum(-1, keepdim=True) + steps  # [batch, new]
     sees_cached = real[:, None, :].expand(-1, num_new, -1)  # [batch, new, seq]
@@ -113,15 +114,12 @@ class LLMPromptDecoder(nn.Module):
     def num_tokens(self) -> int:
         return self.tokens.shape[0]
 
-    def forward(self, keys: list[torch.Tensor], values: list[torch.Tensor], cache_mask: torch.Tensor) -> torch.Tensor:
-        """Decoded tokens ``[batch, M, hidden]``.
-
-        ``keys[j]`` / ``values[j]``: ``[batch, kv_heads, seq, head_dim]`` cached by
-        layer ``layer_indices[j]`` (keys after rotary); ``cache_mask``: ``[batch, seq]``,
-        1 for real tokens, 0 for padding (on the left or in a gap).
-        """
-        if len(keys) != len(self.layers) or len(values) != len(self.layers):
-            raise ValueError(f"expected K/V for {len(self.layers)} layers, got {len(keys)}")
+    def forward(self, kv: CacheKV) -> torch.Tensor:
+        """Decoded tokens ``[batch, M, hidden]`` over ``kv``, the cache rows of ``batch`` classes
+        (``kv.keys[j]`` / ``kv.values[j]`` cached by layer ``layer_indices[j]``)."""
+        if len(kv.keys) != len(self.layers) or len(kv.values) != len(self.layers):
+            raise ValueError(f"expected K/V for {len(self.layers)} layers, got {len(kv.keys)}")
+        cache_mask = kv.mask
         batch, m = cache_mask.shape[0], self.num_tokens
         dtype = self.tokens.dtype
         hidden = self.tokens.unsqueeze(0).expand(batch, -1, -1)  # [batch, M, hidden]
@@ -130,7 +128,7 @@ class LLMPromptDecoder(nn.Module):
         position_embeddings = self.rotary_emb(hidden, positions)
         masks = {w: cache_attention_mask(cache_mask, m, dtype, w) for w in set(self.windows)}
         for j, (layer, keyword, window, k, v) in enumerate(
-                zip(self.layers, self.cache_keywords, self.windows, keys, values)):
+                zip(self.layers, self.cache_keywords, self.windows, kv.keys, kv.values)):
             # A fresh cache per call: update() appends in place. Built without the config, so no
             # sliding-window layer crops it: the mask applies the window.
             cache = DynamicCache()

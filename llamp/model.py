@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
+from .cache_kv import CacheKV
 from .class_prompts import ClassPrompts, class_prompt_layout
 from .errors import ConfigError
 from .llm.tail import DecoderTail
@@ -33,9 +34,6 @@ from .llm_decoder import LLMPromptDecoder
 from .prompt_learner import PromptLearner, check_depth
 from .prompted_clip import add_vision_lora
 from .self_regulation import self_regulating_losses
-
-# One query template's cache for the model's classes: keys and values per decoder layer, and the mask.
-CacheKV = tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]
 
 INIT_LOGIT_SCALE = math.log(100.0)
 # The release clamps the logit-scale parameter itself to [0, 4.605] (scale <= 99.98) before every forward.
@@ -72,6 +70,11 @@ class LLaMPConfig:
     inference_logit_scale: bool = False
 
 
+def clamp_parameter_(param: nn.Parameter, low: float, high: float) -> None:
+    with torch.no_grad():
+        param.clamp_(low, high)
+
+
 def _kaiming(*shape: int) -> nn.Parameter:
     """Kaiming-uniform (a = sqrt 5) over the whole tensor: fan-in ``shape[1] * prod(shape[2:])``."""
     p = nn.Parameter(torch.empty(*shape))
@@ -90,10 +93,14 @@ def _kaiming_per_layer(layers: int, tokens: int, width: int) -> nn.Parameter:
 
 class LLaMPModel(PromptLearner):
     """The LLaMP model (the module doc): ``losses`` for a training step, ``template_text_features`` and
-    ``class_probabilities`` for the template ensemble at inference."""
+    ``class_probabilities`` for the template ensemble at inference.
+
+    ``targets``: the distillation text targets of ``classnames`` ``[C, embed]`` (the knowledge cache's),
+    kept normalised as a buffer (it follows the model's device, and stays out of checkpoints).
+    """
 
     def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, tail: DecoderTail,
-                 classnames: list[str], config: LLaMPConfig):
+                 classnames: list[str], config: LLaMPConfig, targets: torch.Tensor):
         super().__init__(clip)
         self.config = config
         self.embed_dim = clip.config.projection_dim
@@ -132,12 +139,17 @@ class LLaMPModel(PromptLearner):
         clip.visual_projection.requires_grad_(config.train_visual_projection)
         # shape [1], not a 0-d scalar: DeepSpeed broadcasts parameters as byte views
         self.logit_scale = nn.Parameter(torch.tensor([INIT_LOGIT_SCALE]))
+        if targets.shape != (len(classnames), self.embed_dim):
+            raise ValueError(f"targets must be [{len(classnames)}, {self.embed_dim}], got {list(targets.shape)}")
+        self.register_buffer("targets", F.normalize(targets.float(), dim=-1), persistent=False)
+        # How a bounded parameter is clamped in place; under ZeRO its fp32 master copy must be clamped too
+        # (the DeepSpeed runner's clamp_parameter_ does both).
+        self.clamp_parameter = clamp_parameter_
 
     # ---- features --------------------------------------------------------
-    def text_features(self, keys: list[torch.Tensor], values: list[torch.Tensor],
-                      cache_mask: torch.Tensor) -> torch.Tensor:
-        """LLaMP text features ``[C, embed]`` from one template's cache for the model's C classes."""
-        decoded = self.decoder(keys, values, cache_mask)  # [C, M, llm_hidden]
+    def text_features(self, kv: CacheKV) -> torch.Tensor:
+        """LLaMP text features ``[C, embed]`` from one template's cache rows ``kv`` for the model's C classes."""
+        decoded = self.decoder(kv)  # [C, M, llm_hidden]
         dtype = self.projection_bias.dtype
         prompts = [proj(decoded.to(dtype)) + self.projection_bias[d] for d, proj in enumerate(self.projections)]
         # layer 0 included, the context and the LLM prompts replace their tokens after positions are added
@@ -162,24 +174,20 @@ class LLaMPModel(PromptLearner):
         where its gradient is alive: a parameter left above the ceiling would
         get zero gradient there and never come back.
         """
-        with torch.no_grad():
-            self.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+        self.clamp_parameter(self.logit_scale, 0.0, MAX_LOGIT_SCALE)
         return self.logit_scale.exp()
 
     # ---- training --------------------------------------------------------
-    def losses(self, images: torch.Tensor, labels: torch.Tensor, keys: list[torch.Tensor],
-               values: list[torch.Tensor], cache_mask: torch.Tensor,
-               targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The four loss terms (already weighted) and the logits ``[batch, C]``.
-
-        ``targets``: the distillation text targets ``[C, embed]`` of the model's classes.
-        """
+    def losses(self, images: torch.Tensor, labels: torch.Tensor,
+               kv: CacheKV) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The four loss terms (already weighted) and the logits ``[batch, C]``; ``kv``: one template's cache
+        rows for the model's classes."""
         scale = self.scale().float()  # clamps the parameter first, as the release does before each forward
-        text = F.normalize(self.text_features(keys, values, cache_mask).float(), dim=-1)
+        text = F.normalize(self.text_features(kv).float(), dim=-1)
         image = F.normalize(self.image_features(images).float(), dim=-1)
         teacher = F.normalize(self.teacher_image_features(images).float(), dim=-1)
         c = self.config
-        return self_regulating_losses(text, image, teacher, F.normalize(targets.float(), dim=-1), labels,
+        return self_regulating_losses(text, image, teacher, self.targets, labels,
                                       scale, c.text_l1_weight, c.image_l1_weight, c.kl_weight)
 
     # ---- inference: the template ensemble ----------------------------------
@@ -187,11 +195,10 @@ class LLaMPModel(PromptLearner):
     def template_text_features(self, caches: Iterable[CacheKV]) -> torch.Tensor:
         """Normalised text features of every query template ``[T, C, embed]``.
 
-        ``caches``: per template, its ``(keys, values, cache_mask)`` for the model's
-        classes (read one at a time, so a caller may load the next while one computes).
+        ``caches``: per template, its cache rows for the model's classes (read one at a
+        time, so a caller may load the next while one computes).
         """
-        return torch.stack([F.normalize(self.text_features(keys, values, mask).float(), dim=-1)
-                            for keys, values, mask in caches])
+        return torch.stack([F.normalize(self.text_features(kv).float(), dim=-1) for kv in caches])
 
     def class_probabilities(self, images: torch.Tensor, text_per_template: torch.Tensor) -> torch.Tensor:
         """Mean over templates of softmax over classes ``[batch, C]``: the template ensemble.

@@ -21,7 +21,7 @@ def extract_kv(model: Any, tokens: Tokens, layers: Sequence[int], batch_size: in
     values)}``, each ``[len(tokens), kv_heads, seq, head_dim]`` on the CPU, and
     the mask ``[len(tokens), seq]``. Keys are as the attention layer caches them
     (after rotary embedding); positions count real tokens only
-    (``cumsum(mask) - 1``), so a token's keys do not depend on how much
+    (``positions_from_mask``), so a token's keys do not depend on how much
     padding sits before it. The device holds one batch at a time: each
     batch's K/V is moved to the CPU before the next starts.
     """

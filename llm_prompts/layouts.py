@@ -17,7 +17,7 @@ that the same LLM and query wording give the same keys/values and mask:
 - the joined phrases are tokenised on their own, again with special tokens
   (a BOS for LLaMA-2), left-padded and cut at 128, and appended after the
   padded prompt: ``[pad..][prompt][pad..][BOS][noun phrases]``. The mask is
-  0 on every pad and positions count real tokens (``cumsum(mask) - 1``), so
+  0 on every pad and positions count real tokens (``positions_from_mask``), so
   they run on across the gap.
 
 ``contiguous`` is one left-padded run, ``[pad..][prompt noun phrases]``: the
@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import torch
 
+from llamp.cache_kv import positions_from_mask
 from llamp.errors import ConfigError
 
 from .queries import with_noun_phrases
@@ -96,7 +97,7 @@ class Tokens:
     @property
     def position_ids(self) -> torch.Tensor:
         """Real tokens count from 0; positions run on across padding in the middle (padding on the left: 0)."""
-        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return positions_from_mask(self.attention_mask)
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], special_tokens: bool, max_tokens: int | None) -> Tokens:

@@ -76,7 +76,7 @@ def test_kv_rows_follow_the_requested_names(cache_dir):
     assert rows.tolist() == [3, 0, 2, 3]
     for t in range(cache.num_templates):
         got = cache.kv(t, rows)
-        (keys, values), = [got.layers[-1]]
+        keys, values = got.keys[-1], got.values[-1]
         stored_keys, stored_values = written[t][0][1]
         mask = written[t][1]
         start = mask.shape[1] - max(LENGTHS[t][i] for i in rows.tolist())  # trimmed: all-padding columns
@@ -95,10 +95,10 @@ def test_num_layers_serves_the_last_layers_only(cache_dir):
     folder, written, _ = cache_dir
     cache = KnowledgeCache.open(str(folder), num_layers=1)
     got = cache.kv(1, [0, 1], trim=False)
-    assert got.layer_indices == [1] and len(got.layers) == 1
+    assert got.layer_indices == [1] and len(got.keys) == len(got.values) == 1
     real = got.mask[:, None, :, None]
-    assert torch.equal(got.layers[0][0] * real, written[1][0][1][0][:2] * real)
-    assert len(KnowledgeCache.open(str(folder)).kv(1, [0]).layers) == 2
+    assert torch.equal(got.keys[0] * real, written[1][0][1][0][:2] * real)
+    assert len(KnowledgeCache.open(str(folder)).kv(1, [0]).keys) == 2
     with pytest.raises(ConfigError, match="--num-layers 3"):
         KnowledgeCache.open(str(folder), num_layers=3)
 
@@ -107,7 +107,7 @@ def test_kv_device_dtype_and_targets(cache_dir):
     folder, _, targets = cache_dir
     cache = KnowledgeCache.open(str(folder))
     got = cache.kv(2, cache.select(["green circle"]), device="cpu", dtype=torch.bfloat16)
-    assert got.layers[0][0].dtype == torch.bfloat16 and got.mask.dtype == torch.long
+    assert got.keys[0].dtype == torch.bfloat16 and got.mask.dtype == torch.long
     assert got.mask.shape == (1, LENGTHS[2][4])  # trimmed to the class's own length
     assert torch.allclose(cache.targets(cache.select(["blue triangle", "red circle"])), targets[[2, 0]])
     assert torch.allclose(cache.targets(), targets)
@@ -289,7 +289,7 @@ def test_rows_with_a_gap_keep_every_token(tmp_path, llm):
         start = min(int(masks[r].nonzero()[0]) for r in rows)  # the first column any of them uses
         assert torch.equal(got.mask, masks[rows, start:])
         keep = got.mask[:, None, :, None]
-        for got_t, written_t in zip(got.layers[0], kv[1]):
+        for got_t, written_t in zip((got.keys[0], got.values[0]), kv[1]):
             assert torch.equal(got_t * keep, written_t[rows][:, :, start:] * keep)
         assert got.lengths.tolist() == masks[rows].sum(-1).tolist()
     # Positions run on across the gap: row 0's tokens after the gap continue at 3, 4.

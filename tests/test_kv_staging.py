@@ -18,8 +18,8 @@ def test_staged_rows_equal_the_direct_read(synthetic_cache):
                 assert ahead in stager._pending  # read on the background thread
             direct = cache.kv(now, rows, dtype=torch.float32)
             assert torch.equal(staged.mask, direct.mask)
-            for (k, v), (dk, dv) in zip(staged.layers, direct.layers):
+            for k, v, dk, dv in zip(staged.keys, staged.values, direct.keys, direct.values):
                 assert torch.equal(k, dk) and torch.equal(v, dv)
-            assert staged.layers[0][0].shape[0] == len(rows)
+            assert staged.keys[0].shape[0] == len(rows)
     finally:
         stager.close()

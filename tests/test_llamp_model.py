@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, LlamaForCausalLM
 
+from llamp.cache_kv import CacheKV
 from llamp.clip.loading import load_clip
 from llamp.llm.tail import load_decoder_tail
 from llamp.model import LLaMPConfig, LLaMPModel
@@ -25,14 +26,21 @@ def class_kv(llm_path, classnames, sentence="The {} appears as a bright shape"):
         out = model(**batch, position_ids=positions, use_cache=True)
     cache = out.cache if "cache" in out else out.past_key_values  # renamed during transformers 5.x
     last = model.config.num_hidden_layers - 1
-    return [cache.layers[last].keys], [cache.layers[last].values], batch.attention_mask
+    return CacheKV([cache.layers[last].keys], [cache.layers[last].values], batch.attention_mask, [last])
 
 
-def build(tiny_models, seed=0, classnames=CLASSNAMES, **overrides):
+def random_targets(classnames, embed_dim=48, seed=5):
+    """Stand-in distillation targets ``[C, embed]`` (their own stream: the model's init is left alone)."""
+    return torch.randn(len(classnames), embed_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def build(tiny_models, seed=0, classnames=CLASSNAMES, targets=None, **overrides):
     torch.manual_seed(seed)
     clip = load_clip("ViT-B/16", tiny_models["clip"])
     tail = load_decoder_tail(tiny_models["llm"], 1)
-    return clip, LLaMPModel(clip.model, clip.tokenizer, tail, classnames, LLaMPConfig(**{**SMALL, **overrides}))
+    targets = random_targets(classnames) if targets is None else targets
+    return clip, LLaMPModel(clip.model, clip.tokenizer, tail, classnames, LLaMPConfig(**{**SMALL, **overrides}),
+                            targets)
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +97,10 @@ def test_text_features_follow_the_release_layout(tiny_models):
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
-        keys, values, mask = class_kv(tiny_models["llm"], RELEASE_CLASSNAMES)
-        decoded = model.decoder(keys, values, mask)  # [C, M, hidden]
+        kv = class_kv(tiny_models["llm"], RELEASE_CLASSNAMES)
+        decoded = model.decoder(kv)  # [C, M, hidden]
         expected = release_text_features(clip, model, decoded)
-        ours = model.text_features(keys, values, mask)
+        ours = model.text_features(kv)
     assert (ours - expected).abs().max() < 1e-5
     # the tower runs over the longest class's layout only, not CLIP's 77 tokens
     longest = max(len(clip.tokenizer("a photo of a " + n.replace("_", " ")).input_ids) for n in RELEASE_CLASSNAMES)
@@ -163,11 +171,10 @@ def test_one_step_changes_only_trainable_tensors_and_all_get_gradients(tiny_mode
     assert any("lora_A" in n for n in trainable) and "decoder.tokens" in trainable
     optimizer = torch.optim.AdamW(trainable.values(), lr=1e-2)
     images, labels = torch.randn(4, 3, 224, 224), torch.tensor([0, 1, 2, 0])
-    targets = F.normalize(torch.randn(len(CLASSNAMES), model.embed_dim), dim=-1)
     got_grad = set()
     for _ in range(2):  # lora_A's gradient is zero while lora_B is still zero: take two steps
         optimizer.zero_grad()
-        losses, _ = model.losses(images, labels, *kv, targets)
+        losses, _ = model.losses(images, labels, kv)
         sum(losses.values()).backward()
         got_grad |= {n for n, p in trainable.items() if p.grad is not None and p.grad.abs().sum() > 0}
         optimizer.step()
@@ -224,7 +231,7 @@ def test_template_ensemble_averages_each_templates_softmax_over_its_own_cache(ti
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         text = model.template_text_features(iter([kv, other]))  # consumed one template at a time
-        per_template = [F.normalize(model.text_features(*cache), dim=-1) for cache in (kv, other)]
+        per_template = [F.normalize(model.text_features(cache), dim=-1) for cache in (kv, other)]
         probs = model.class_probabilities(images, text)
         image = F.normalize(model.image_features(images), dim=-1)
     assert text.shape == (2, len(CLASSNAMES), model.embed_dim)
@@ -241,7 +248,8 @@ def test_class_names_too_long_for_the_context_are_refused(tiny_models):
     clip = load_clip("ViT-B/16", tiny_models["clip"])
     tail = load_decoder_tail(tiny_models["llm"], 1)
     with pytest.raises(ConfigError, match="too long"):
-        LLaMPModel(clip.model, clip.tokenizer, tail, ["word " * 70], LLaMPConfig(**SMALL))
+        LLaMPModel(clip.model, clip.tokenizer, tail, ["word " * 70], LLaMPConfig(**SMALL),
+                   random_targets(["word " * 70]))
 
 
 def test_logit_scale_parameter_is_clamped_and_comes_back(tiny_models):

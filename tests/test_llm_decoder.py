@@ -8,6 +8,7 @@ import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from llamp.errors import ConfigError, MissingFileError
+from llamp.cache_kv import CacheKV
 from llamp.llm.tail import load_decoder_tail
 from llamp.llm_decoder import LLMPromptDecoder, cache_attention_mask
 
@@ -54,7 +55,7 @@ def test_cached_decode_equals_the_copied_layers_over_the_full_sequence(tiny_mode
     keys = [cache.layers[i].keys for i in tail.layer_indices]
     values = [cache.layers[i].values for i in tail.layer_indices]
     with torch.no_grad():
-        got = decoder(keys, values, mask)  # [2, 3, hidden]
+        got = decoder(CacheKV(keys, values, mask, decoder.layer_indices))  # [2, 3, hidden]
         for b in range(len(TEXTS)):
             real = mask[b].bool()
             hidden_in = hidden_states[total - num_layers][b, real].unsqueeze(0)
@@ -65,7 +66,8 @@ def test_cached_decode_equals_the_copied_layers_over_the_full_sequence(tiny_mode
                 full = model.model(inputs_embeds=embeds).last_hidden_state[0, -3:]
                 assert (got[b] - full).abs().max() < 1e-5
         # The cache must matter: decoding over an all-padding cache gives something else.
-        assert (decoder(keys, values, torch.zeros_like(mask)) - got).abs().max() > 1e-3
+        padding_only = CacheKV(keys, values, torch.zeros_like(mask), decoder.layer_indices)
+        assert (decoder(padding_only) - got).abs().max() > 1e-3
 
 
 PHRASES = ["four corners", "a bright red disc, smooth round edges, a white background"]
@@ -107,13 +109,13 @@ def test_a_masked_gap_decodes_like_the_gap_removed(tiny_models, num_layers):
         for full, compact in zip(keys + values, compact_keys + compact_values):
             compact[b, :, width - n:] = full[b][:, real[b]]
     with torch.no_grad():
-        got = decoder(keys, values, mask)
-        expected = decoder(compact_keys, compact_values, compact_mask)
+        got = decoder(CacheKV(keys, values, mask, decoder.layer_indices))
+        expected = decoder(CacheKV(compact_keys, compact_values, compact_mask, decoder.layer_indices))
         assert (got - expected).abs().max() < 1e-5
         # The gap must matter: the same slots seen as tokens give something else.
         unmasked = mask.clone()
         unmasked[0, first[0]:] = 1
-        assert (decoder(keys, values, unmasked)[0] - got[0]).abs().max() > 1e-3
+        assert (decoder(CacheKV(keys, values, unmasked, decoder.layer_indices))[0] - got[0]).abs().max() > 1e-3
         if num_layers == total:  # independent: the whole LLM over [real tokens; learned tokens], no padding
             for b in range(len(TEXTS)):
                 embeds = torch.cat([model.model.embed_tokens(ids[b, real[b]])[None], decoder.tokens[None]], dim=1)
@@ -199,7 +201,7 @@ def test_the_first_layer_projects_the_shared_tokens_once_with_the_same_result_an
         decoder.shared_projections.enabled = shared
         decoder.zero_grad()
         seen.clear()
-        out = decoder(keys, values, mask)
+        out = decoder(CacheKV(keys, values, mask, decoder.layer_indices))
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         return out.detach(), {n: p.grad.clone() for n, p in trainable.items()}, list(seen)
 

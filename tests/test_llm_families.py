@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 from llamp.errors import ConfigError
 from llamp.knowledge_cache.files import DESCRIPTIONS_FILE
 from llamp.knowledge_cache.reader import KnowledgeCache
+from llamp.cache_kv import CacheKV
 from llamp.llm.tail import TESTED_FAMILIES, load_decoder_tail
 from llamp.llm_decoder import LLMPromptDecoder
 from llamp.tiny.llms import DEMO_FAMILY, FAMILIES, write_tiny_llm
@@ -128,7 +129,7 @@ def test_family_builds_a_cache_decodes_it_exactly_and_trains(family, tiny_models
         assert leading_bos == (2 if spec.add_bos else 0)  # the chat text's BOS and the tokenizer's (Qwen: none)
         got = cache.kv(1, [index], trim=False)
         with torch.no_grad():
-            decoded = decoder([k for k, _ in got.layers], [v for _, v in got.layers], got.mask)[0]
+            decoded = decoder(got)[0]
             full = model.model(inputs_embeds=model_inputs(model, ids, decoder.tokens)).last_hidden_state[0, -M:]
         assert (decoded - full).abs().max() < 1e-5
 
@@ -156,11 +157,12 @@ def test_a_sliding_window_shorter_than_the_sequence_decodes_like_the_model(famil
     ids = torch.randint(10, model.config.vocab_size, (1, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         keys, values = uncropped_kv(model, ids)  # the decoder's mask alone applies the window
-        got = decoder(keys, values, torch.ones(1, 9, dtype=torch.long))[0]
+        rows = CacheKV(keys, values, torch.ones(1, 9, dtype=torch.long), decoder.layer_indices)
+        got = decoder(rows)[0]
         full = model.model(inputs_embeds=model_inputs(model, ids[0], decoder.tokens)).last_hidden_state[0, -M:]
         assert (got - full).abs().max() < 1e-5
         decoder.windows = [None, None]  # the window must matter here
-        assert (decoder(keys, values, torch.ones(1, 9, dtype=torch.long))[0] - full).abs().max() > 1e-3
+        assert (decoder(rows)[0] - full).abs().max() > 1e-3
 
 
 def test_a_window_that_would_cut_the_cached_sequence_stops_the_build(tiny_models, data_root, query_file, tmp_path,

@@ -102,7 +102,8 @@ def check_against_forward(cache, llm, class_index, template, layer):
     parts = cached_parts(llm[1], record, cache.layout)
     keys, values = unpadded_kv(llm, [i for part in parts for i in part], layer)
     got = cache.kv(template, [class_index], trim=False)
-    stored_keys, stored_values = got.layers[cache.layer_indices.index(layer)]
+    at = cache.layer_indices.index(layer)
+    stored_keys, stored_values = got.keys[at], got.values[at]
     real = got.mask[0].bool()
     assert padded_like(got.mask[0], parts)  # padding before each part, nowhere else
     assert torch.all(stored_keys[0][:, ~real] == 0)
@@ -221,7 +222,7 @@ def test_release_sequence_equals_one_built_by_hand_from_the_tokenizer(tmp_path, 
         got = cache.kv(t, cache.select(classes), trim=False)
         assert torch.equal(got.mask, mask)
         keep = mask.bool()[:, None, :, None]
-        for layer, (keys, values) in zip(got.layer_indices, got.layers):
+        for layer, keys, values in zip(got.layer_indices, got.keys, got.values):
             for stored, expected in ((keys, direct_cache.layers[layer].keys),
                                      (values, direct_cache.layers[layer].values)):
                 assert (stored - expected).masked_fill(~keep, 0).abs().max() < 1e-5
@@ -490,10 +491,10 @@ def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_
         new_real, old_real = new.mask[0].bool(), old.mask[0].bool()
         if c == edited_class:
             changed = new_real.sum() != old_real.sum()
-            assert changed or not torch.allclose(new.layers[0][0][0][:, new_real], old.layers[0][0][0][:, old_real])
+            assert changed or not torch.allclose(new.keys[0][0][:, new_real], old.keys[0][0][:, old_real])
         else:
             assert new_real.sum() == old_real.sum()
-            for new_t, old_t in zip(new.layers[0], old.layers[0]):
+            for new_t, old_t in zip((new.keys[0], new.values[0]), (old.keys[0], old.values[0])):
                 assert torch.allclose(new_t[0][:, new_real], old_t[0][:, old_real], atol=1e-5)
     for t in set(range(NUM_TEMPLATES)) - {2}:
         with open(os.path.join(out, kv_file_name(t)), "rb") as a, open(os.path.join(built, kv_file_name(t)), "rb") as b:
@@ -604,7 +605,7 @@ def test_build_dtype_is_what_the_llm_runs_in(tmp_path, tiny_models, data_root, m
     assert main(argv) == 0
     assert loaded == [torch.bfloat16]
     cache = KnowledgeCache.open(out)
-    assert cache.dtype == torch.bfloat16 and cache.kv(0, [0]).layers[0][0].dtype == torch.bfloat16
+    assert cache.dtype == torch.bfloat16 and cache.kv(0, [0]).keys[0].dtype == torch.bfloat16
 
     # Back to fp32 (the default): answers of a bf16 LLM are not reused, every file is rewritten.
     generate = Counter(generation.generate_answers)
@@ -613,7 +614,7 @@ def test_build_dtype_is_what_the_llm_runs_in(tmp_path, tiny_models, data_root, m
     assert loaded == [torch.bfloat16, torch.float32]
     assert sum(len(args[2]) for args, _ in generate.calls) == NUM_CLASSES
     cache = KnowledgeCache.open(out)
-    assert cache.dtype == torch.float32 and cache.kv(0, [0]).layers[0][0].dtype == torch.float32
+    assert cache.dtype == torch.float32 and cache.kv(0, [0]).keys[0].dtype == torch.float32
 
 
 # ---------------------------------------------------------------- pieces

@@ -401,22 +401,22 @@ def test_llamp_losses_and_gradients_equal_the_release(tiny_models):
     teacher without LoRA (our default)."""
     from test_llamp_model import RELEASE_CLASSNAMES, build, class_kv, release_text_features
 
-    clip, model = build(tiny_models, seed=3, classnames=RELEASE_CLASSNAMES, teacher_uses_lora=True,
+    targets = torch.randn(len(RELEASE_CLASSNAMES), 48, generator=torch.Generator().manual_seed(2))
+    clip, model = build(tiny_models, seed=3, classnames=RELEASE_CLASSNAMES, targets=targets, teacher_uses_lora=True,
                         lora_dropout=0.0)
     model.eval()
     params = move_off_init(model)
     with torch.no_grad():
         model.logit_scale.fill_(3.0)  # in the release's clamp [0, 4.605]; at scale 100 fp32 rounding nears TOL
-    keys, values, mask = class_kv(tiny_models["llm"], RELEASE_CLASSNAMES)
-    targets = torch.randn(len(RELEASE_CLASSNAMES), model.embed_dim, generator=torch.Generator().manual_seed(2))
+    kv = class_kv(tiny_models["llm"], RELEASE_CLASSNAMES)
     x, labels = images(), torch.tensor([2, 0, 3])
-    losses, logits = model.losses(x, labels, keys, values, mask, targets)
-    ours = {"text": model.text_features(keys, values, mask), "image": model.image_features(x),
+    losses, logits = model.losses(x, labels, kv)
+    ours = {"text": model.text_features(kv), "image": model.image_features(x),
             "logits": logits, **losses}
 
     model.logit_scale.data = model.logit_scale.data.clamp(0, 4.605)  # the release, before each forward
     scale = model.logit_scale.exp()
-    decoded = model.decoder(keys, values, mask)  # [C, M, llm hidden]: the LLM side (tests/test_llm_decoder.py)
+    decoded = model.decoder(kv)  # [C, M, llm hidden]: the LLM side (tests/test_llm_decoder.py)
     with stock_activations(clip.model):
         text = release_text_features(clip, model, decoded)
         image = ref_image(clip.model, x, list(model.visual_prompts))

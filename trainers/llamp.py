@@ -14,7 +14,7 @@ from llamp.knowledge_cache.files import default_cache_folder
 from llamp.knowledge_cache.reader import KnowledgeCache
 from llamp.knowledge_cache.staging import KVStager
 from llamp.llm.tail import load_decoder_tail
-from llamp.model import MAX_LOGIT_SCALE, LLaMPConfig, LLaMPModel
+from llamp.model import LLaMPConfig, LLaMPModel
 
 from .base import ClipTrainer
 from .checkpoint import epoch_file_name
@@ -107,10 +107,9 @@ class LLaMP(ClipTrainer):
         self.class_rows = self.cache.select(classnames)  # base, new or all: looked up by name
         targets = self.cache.targets(self.class_rows)  # made with this CLIP: open_cache checked its digest
 
-        self.model = LLaMPModel(clip.model, clip.tokenizer, tail, classnames, llamp_config(c))
+        self.model = LLaMPModel(clip.model, clip.tokenizer, tail, classnames, llamp_config(c), targets)
         self.model.to(self.device)
         self.cast_frozen_parameters(self.model)
-        self.targets = targets.to(self.device)  # [C, embed], normalised
         kv_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self.kv_stager = KVStager(self.cache, self.class_rows, self.device, kv_dtype)
         self._next_template = None
@@ -128,6 +127,8 @@ class LLaMP(ClipTrainer):
     def before_train(self):
         super().before_train()  # Dassl's resume: weights, optimiser and schedule from our checkpoint
         self.deepspeed = DeepSpeedRunner.maybe_create(self.cfg, self.model, self.optim, self.device)
+        if self.deepspeed is not None:  # the model's logit-scale clamp then reaches ZeRO's master copy too
+            self.model.clamp_parameter = self.deepspeed.clamp_parameter_
         if self.deepspeed is not None and self.start_epoch > 0:
             self.deepspeed.load_state(self.deepspeed_folder(self.cfg.RESUME or self.output_dir),
                                       epoch_file_name(self.start_epoch))
@@ -145,12 +146,6 @@ class LLaMP(ClipTrainer):
             groups.append({"params": slow, "lr": self.trainer_cfg.LORA_LR})
         return groups
 
-    def template_kv(self, template: int):
-        kv = self.kv_stager.get(template)
-        keys = [k for k, _ in kv.layers]
-        values = [v for _, v in kv.layers]
-        return keys, values, kv.mask
-
     # ---- training --------------------------------------------------------
     def forward_backward(self, batch):
         images, labels = self.parse_batch_train(batch)
@@ -158,18 +153,16 @@ class LLaMP(ClipTrainer):
         # (within an epoch only: each epoch's draws then start from that epoch's seed).
         num_templates = self.cache.num_templates
         template = self._next_template if self._next_template is not None else random.randrange(num_templates)
-        keys, values, mask = self.template_kv(template)
+        kv = self.kv_stager.get(template)
         self._next_template = None
         if self.batch_idx + 1 < self.num_batches:
             self._next_template = random.randrange(num_templates)
             self.kv_stager.prefetch(self._next_template)
-        if self.deepspeed is not None:  # the model clamps its logit scale; under ZeRO the master copy too
-            self.deepspeed.clamp_parameter_(self.model.logit_scale, 0.0, MAX_LOGIT_SCALE)
         with self.autocast():
-            losses, logits = self.model.losses(images, labels, keys, values, mask, self.targets)
+            losses, logits = self.model.losses(images, labels, kv)
         # The decoder's attention saved its own copy (cache and new tokens together): the rows read need not
-        # stay beside the backward's gradients (3.15 MB a class in fp32: 1.6 GB at ImageNet's 500 base classes).
-        del keys, values
+        # stay beside the backward's gradients (their size: README, Performance).
+        del kv
         loss = sum(losses.values())
         if self.deepspeed is not None:
             self.detect_anomaly(loss)
@@ -201,7 +194,7 @@ class LLaMP(ClipTrainer):
     def staged_templates(self):
         """Every template's ``(keys, values, mask)`` in turn, the next one loading while this one computes."""
         for t in range(self.cache.num_templates):
-            kv = self.template_kv(t)
+            kv = self.kv_stager.get(t)
             if t + 1 < self.cache.num_templates:
                 self.kv_stager.prefetch(t + 1)
             yield kv

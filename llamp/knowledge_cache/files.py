@@ -6,7 +6,7 @@ template's longest; the mask says which slots hold real tokens.
 ``"release"`` (the default) is ``[pad][prompt][pad][BOS noun phrases]``, so a
 row has padding in the middle as well as on the left; ``"contiguous"`` is one
 left-padded run. Either way a real token's rotary position is the number of
-real tokens before it (``cumsum(mask) - 1``), positions run on across a gap,
+real tokens before it (``llamp.cache_kv.positions_from_mask``), positions run on across a gap,
 and new tokens continue at ``mask.sum()``: a consumer needs only the mask.
 Keys are stored after the rotary embedding, as the attention layer caches
 them. Padding slots hold zeros and have mask 0. Caches written before the

@@ -8,42 +8,17 @@ tensor shapes. Classes are looked up by name, so one cache serves every subset.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from ..cache_kv import CacheKV
 from ..errors import ConfigError, MissingFileError
 from ..llm.identity import compare_llm_identity, llm_identity
 from .safetensors_files import (SAFETENSORS_DTYPES, TensorFileReader, check_tensors, file_sha256,
                                  read_safetensors_header)
 from .files import (BUILD_COMMAND_HINT, FORMAT_VERSION, HEADER_FIELDS, KV_DTYPES, MASK_KEY, METADATA_FILE,
                     TARGETS_KEY, key_name, read_metadata, value_name)
-
-
-@dataclass
-class CachedKV:
-    """One query template's cached keys/values for some classes.
-
-    ``layers[i]`` is ``(keys, values)`` of decoder layer ``layer_indices[i]``,
-    each ``[n, kv_heads, seq, head_dim]``; ``mask`` is ``[n, seq]`` (long, 1 =
-    token). Padding may sit on the left and in the middle of a row (see the
-    module doc); only the mask says where a class's tokens are.
-    """
-
-    layers: list[tuple[torch.Tensor, torch.Tensor]]
-    mask: torch.Tensor
-    layer_indices: list[int]
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        """Number of cached tokens per class ``[n]``: new tokens continue at this position."""
-        return self.mask.sum(-1)
-
-    @property
-    def positions(self) -> torch.Tensor:
-        """Rotary position of every cached slot ``[n, seq]`` (left padding: 0; a gap repeats the position before it)."""
-        return (self.mask.cumsum(-1) - 1).clamp(min=0)
 
 
 class KnowledgeCache:
@@ -243,7 +218,7 @@ class KnowledgeCache:
         return torch.tensor([self._index[n] for n in names], dtype=torch.long)
 
     def kv(self, template_index: int, class_indices: Sequence[int] | torch.Tensor, device: Any = None,
-           dtype: torch.dtype | None = None, trim: bool = True, pin: bool = False) -> CachedKV:
+           dtype: torch.dtype | None = None, trim: bool = True, pin: bool = False) -> CacheKV:
         """Keys/values of the last ``num_layers`` layers and the mask, for template ``template_index``.
 
         Only the requested rows are read from disk. ``trim`` drops the leading
@@ -259,15 +234,18 @@ class KnowledgeCache:
         start = _first_token_column(mask) if trim else 0
         file = self._open(entry["file"])
         convert = dtype is not None and dtype != self.dtype
-        layers = []
-        for layer in self.layer_indices:
-            pair = [file.read(name, rows, start, pin=pin and not convert) for name in (key_name(layer), value_name(layer))]
+
+        def read(name: str) -> torch.Tensor:
+            t = file.read(name, rows, start, pin=pin and not convert)
             if convert:
-                pair = [torch.empty(t.shape, dtype=dtype, pin_memory=pin).copy_(t) for t in pair]
-            layers.append(tuple(t.to(device) for t in pair))
+                t = torch.empty(t.shape, dtype=dtype, pin_memory=pin).copy_(t)
+            return t.to(device)
+
+        keys = [read(key_name(layer)) for layer in self.layer_indices]
+        values = [read(value_name(layer)) for layer in self.layer_indices]
         mask = mask[:, start:].long()
         mask = (mask.pin_memory() if pin else mask).to(device)
-        return CachedKV(layers=layers, mask=mask, layer_indices=list(self.layer_indices))
+        return CacheKV(keys, values, mask, list(self.layer_indices))
 
     def targets(self, class_indices: Sequence[int] | torch.Tensor | None = None, device: Any = None) -> torch.Tensor:
         """Normalised distillation targets ``[n, embed]`` (fp32) of the given rows (default: all)."""

@@ -15,7 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-from .reader import CachedKV, KnowledgeCache
+from ..cache_kv import CacheKV
+from .reader import KnowledgeCache
 
 
 class KVStager:
@@ -35,7 +36,7 @@ class KVStager:
         self._pending: dict[int, Future] = {}
         self._read_lock = threading.Lock()  # one reader at a time: the cache's open files and masks are shared
 
-    def _read_host(self, template: int) -> CachedKV:
+    def _read_host(self, template: int) -> CacheKV:
         """The rows in host memory (pinned if asked), in the compute dtype."""
         with self._read_lock:
             return self.cache.kv(template, self.rows, dtype=self.dtype, pin=self.pin)
@@ -45,16 +46,13 @@ class KVStager:
         if self._pool is not None and template not in self._pending:
             self._pending[template] = self._pool.submit(self._read_host, template)
 
-    def get(self, template: int) -> CachedKV:
+    def get(self, template: int) -> CacheKV:
         """Template ``template``'s K/V and mask on the device (waits for a prefetch of it, if one runs)."""
         pending = self._pending.pop(template, None)
         kv = pending.result() if pending is not None else self._read_host(template)
         if self.device.type == "cpu":
             return kv
-        move = dict(device=self.device, non_blocking=self.pin)
-        kv.layers = [(k.to(**move), v.to(**move)) for k, v in kv.layers]
-        kv.mask = kv.mask.to(**move)
-        return kv
+        return kv.to(self.device, non_blocking=self.pin)
 
     def close(self) -> None:
         if self._pool is not None:

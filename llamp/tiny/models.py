@@ -16,7 +16,6 @@ Everything is seeded: two runs on one machine write identical tensors.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -24,7 +23,6 @@ import torch
 from transformers import CLIPConfig, CLIPModel
 
 from ..clip.tokenizer import CONTEXT_LENGTH, build_clip_tokenizer
-from ..quiet import quiet_logs
 from .llms import DEMO_FAMILY, write_folder_atomically, write_tiny_llm
 from .pretraining import pretrain_clip
 
