@@ -22,11 +22,12 @@ Rows are padded to CLIP's 77 tokens, or (``trim``) only to the longest class's
 row: the tower is causal and read at <EOT>, so nothing after a class's <EOT>
 can reach its features.
 
-:class:`ClassPrompts` holds a layout as buffers and runs the prompted text
-tower over it, the learned vectors going where a method puts them: the
-context into the token embeddings (it then gets its positions' embeddings,
-like a word) or, when it carries its own positions, in place of layer 0's
-tokens; deeper layers' context and the slots in place of those tokens.
+:class:`ClassPrompts` holds a layout as buffers and says where a method's
+learned vectors go: the context into the token embeddings (it then gets its
+positions' embeddings, like a word) or, when it carries its own positions, in
+place of layer 0's tokens; deeper layers' context and the slots in place of
+those tokens. The model runs its text tower over them
+(``llamp.prompt_learner.PromptLearner.encode_prompts``).
 """
 from __future__ import annotations
 
@@ -129,7 +130,9 @@ def class_prompt_layout(tokenizer: CLIPTokenizer, classnames: list[str], context
 
 class ClassPrompts(nn.Module):
     """A :class:`ClassPromptLayout` as buffers (they follow the model's device and stay out of checkpoints),
-    and the prompted text tower's pass over it."""
+    and where a method's learned vectors go in it: :meth:`token_embeddings` for layer 0, :meth:`injections`
+    for the tokens they replace as they enter a text layer. The model then runs its text tower over them
+    (``PromptLearner.encode_prompts``)."""
 
     def __init__(self, layout: ClassPromptLayout):
         super().__init__()
@@ -143,34 +146,30 @@ class ClassPrompts(nn.Module):
     def num_classes(self) -> int:
         return len(self.classnames)
 
+    def per_class(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``[C, n, width]``: ``vectors`` as they are, or ``[n, width]`` (the same for every class) expanded."""
+        return vectors if vectors.dim() == 3 else vectors.unsqueeze(0).expand(self.num_classes, -1, -1)
+
     def token_embeddings(self, embed_tokens: Callable[[torch.Tensor], torch.Tensor],
-                         context: torch.Tensor) -> torch.Tensor:
-        """Layer-0 token embeddings ``[C, seq, width]`` with ``context`` ``[C, n, width]`` at the context positions."""
-        return replace_positions(embed_tokens(self.input_ids), self.context_positions, context)
+                         context: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer-0 token embeddings ``[C, seq, width]``; ``context`` (``[n, width]`` or ``[C, n, width]``), if
+        given, at the context positions, where it then gets their position embeddings like the words it
+        replaces. A context that carries its own positions goes in as a layer-0 injection instead."""
+        embeds = embed_tokens(self.input_ids)
+        return embeds if context is None else replace_positions(embeds, self.context_positions,
+                                                                 self.per_class(context))
 
-    def text_features(self, text_encoder: PromptedTextEncoder, contexts: Sequence[torch.Tensor],
-                      slots: Sequence[torch.Tensor] = (), context_has_positions: bool = False) -> torch.Tensor:
-        """Projected class features ``[C, embed]``, read at <EOT>.
-
-        ``contexts[d]``: the learned context entering text layer ``d`` (``[n, width]``, the
-        same for every class, or ``[C, n, width]``). ``contexts[0]`` goes into the token
-        embeddings and gets its positions' embeddings, unless ``context_has_positions``
-        (it carries its own, and replaces layer 0's tokens after positions are added).
-        ``slots[d]``: ``[C, M, width]``, replacing the slots entering layer ``d``.
-        """
-        n_cls = self.input_ids.shape[0]
-        contexts = [c if c.dim() == 3 else c.unsqueeze(0).expand(n_cls, -1, -1) for c in contexts]
+    def injections(self, contexts: Sequence[torch.Tensor], first_layer: int,
+                   slots: Sequence[torch.Tensor] = ()) -> dict[int, list[Injection]]:
+        """What replaces tokens as they enter text layers (after position embeddings are added):
+        ``contexts[i]`` (``[n, width]`` or ``[C, n, width]``) the context entering layer ``first_layer + i``,
+        ``slots[d]`` (``[C, M, width]``) the slots entering layer ``d``."""
         injections: dict[int, list[Injection]] = {}
-        for depth, context in enumerate(contexts):
-            if depth or context_has_positions:
-                injections.setdefault(depth, []).append((self.context_positions, context))
+        for i, context in enumerate(contexts):
+            injections.setdefault(first_layer + i, []).append((self.context_positions, self.per_class(context)))
         for depth, vectors in enumerate(slots):
             injections.setdefault(depth, []).append((self.slot_positions, vectors))
-        if context_has_positions:
-            embeds = text_encoder.token_embedding(self.input_ids)  # [C, seq, width]
-        else:
-            embeds = self.token_embeddings(text_encoder.token_embedding, contexts[0])
-        return text_encoder(embeds, self.eos_positions, injections, self.position_ids)
+        return injections
 
 
 def context_from_words(text_encoder: PromptedTextEncoder, ids: Sequence[int]) -> torch.Tensor:

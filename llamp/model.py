@@ -152,9 +152,11 @@ class LLaMPModel(PromptLearner):
         decoded = self.decoder(kv)  # [C, M, llm_hidden]
         dtype = self.projection_bias.dtype
         prompts = [proj(decoded.to(dtype)) + self.projection_bias[d] for d, proj in enumerate(self.projections)]
-        # layer 0 included, the context and the LLM prompts replace their tokens after positions are added
-        return self.prompts.text_features(self.text_encoder, [self.context, *self.deep_context], prompts,
-                                          context_has_positions=True)
+        # layer 0 included: the context carries its own positions, so it and the LLM prompts replace their
+        # tokens after the position embeddings are added
+        embeds = self.prompts.token_embeddings(self.text_encoder.token_embedding)  # [C, seq, width]
+        return self.encode_prompts(embeds, self.prompts.injections([self.context, *self.deep_context],
+                                                                   first_layer=0, slots=prompts))
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Tuned image features ``[batch, embed]`` (visual prompts and LoRA)."""

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import CLIPModel
 
 from .errors import ConfigError
-from .prompted_clip import PromptedTextEncoder, PromptedVisionEncoder, lora_disabled
+from .prompted_clip import Injection, PromptedTextEncoder, PromptedVisionEncoder, lora_disabled
 
 
 class PromptLearner(nn.Module):
@@ -32,6 +32,13 @@ class PromptLearner(nn.Module):
     @property
     def classnames(self) -> list[str]:
         return self.prompts.classnames
+
+    def encode_prompts(self, token_embeds: torch.Tensor,
+                       injections: dict[int, list[Injection]] | None = None) -> torch.Tensor:
+        """Projected features ``[C, embed]`` of the class prompts (``self.prompts``) from their layer-0 token
+        embeddings ``[C, seq, width]`` and the vectors injected as they enter deeper layers, read at <EOT>."""
+        prompts = self.prompts
+        return self.text_encoder(token_embeds, prompts.eos_positions, injections, prompts.position_ids)
 
     @torch.no_grad()
     def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:

@@ -64,11 +64,15 @@ def test_the_words_of_the_context_through_the_layout_give_stock_clip_features(ti
     encoder = PromptedTextEncoder(model)
     prompts = ClassPrompts(class_prompt_layout(tok, CLASSNAMES, "a photo of a"))
     stock = model.get_text_features(input_ids=prompts.input_ids).pooler_output
+    def features(embeds, injections=None):
+        return encoder(embeds, prompts.eos_positions, injections, prompts.position_ids)
+
     with torch.no_grad():
         words = encoder.token_embedding(torch.tensor(prompts.context_ids))  # [4, width]
-        ours = prompts.text_features(encoder, [words])
-        carried = prompts.text_features(encoder, [words + encoder.embeddings.position_embedding(torch.arange(1, 5))],
-                                        context_has_positions=True)
-        other = prompts.text_features(encoder, [words + 0.5 * torch.randn_like(words)])
+        ours = features(prompts.token_embeddings(encoder.token_embedding, words))
+        positioned = words + encoder.embeddings.position_embedding(torch.arange(1, 5))
+        carried = features(prompts.token_embeddings(encoder.token_embedding),
+                           prompts.injections([positioned], first_layer=0))
+        other = features(prompts.token_embeddings(encoder.token_embedding, words + 0.5 * torch.randn_like(words)))
     assert (ours - stock).abs().max() < 1e-5 and (carried - stock).abs().max() < 1e-5
     assert (other - stock).abs().max() > 1e-3

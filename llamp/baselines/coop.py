@@ -132,7 +132,7 @@ class CoOp(CLIPScoredPromptLearner):
         in the context slots (default: the learned context)."""
         if context is None:
             context = self.prompts.class_context()
-        return self.prompts.text_features(self.text_encoder, [context])
+        return self.encode_prompts(self.prompts.token_embeddings(self.text_encoder.token_embedding, context))
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen CLIP image features ``[B, embed]`` (not normalised): CoOp prompts the text side only."""

@@ -82,7 +82,9 @@ class MaPLePromptLearner(CLIPScoredPromptLearner):
     # ---- features --------------------------------------------------------
     def text_features(self) -> torch.Tensor:
         """Class features ``[C, embed]`` (not normalised)."""
-        return self.prompts.text_features(self.text_encoder, self.text_prompts())
+        context, *deep = self.text_prompts()
+        embeds = self.prompts.token_embeddings(self.text_encoder.token_embedding, context)
+        return self.encode_prompts(embeds, self.prompts.injections(deep, first_layer=1))
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Image features ``[batch, embed]`` with the coupled vision prompts (not normalised)."""

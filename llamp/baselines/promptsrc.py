@@ -92,7 +92,8 @@ class PromptSRCPromptLearner(CLIPScoredPromptLearner):
     # ---- features --------------------------------------------------------
     def text_features(self) -> torch.Tensor:
         """Prompted class features ``[C, embed]`` (not normalised)."""
-        return self.prompts.text_features(self.text_encoder, [self.ctx, *self.deep_text])
+        embeds = self.prompts.token_embeddings(self.text_encoder.token_embedding, self.ctx)
+        return self.encode_prompts(embeds, self.prompts.injections(list(self.deep_text), first_layer=1))
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """Prompted image features ``[batch, embed]`` (not normalised)."""
