@@ -194,7 +194,7 @@ class LLaMPBench:
         from llamp.knowledge_cache.staging import KVStager
         from llamp.llm.tail import load_decoder_tail
         from llamp.model import LLaMPModel
-        from trainers.llamp import LLaMP, llamp_config
+        from trainers.llamp import LLAMP_KEYS, LLaMP
 
         cfg = reference_cfg("LLaMP/base2new.yaml", "TRAINER.LLAMP.PREC")
         c = cfg.TRAINER.LLAMP
@@ -204,7 +204,7 @@ class LLaMPBench:
                                          num_layers=c.NUM_DECODER_LAYERS, expected_layer_sha256=tail.layer_sha256,
                                          expected_clip=clip)
         rows = self.cache.select(job["classnames"])
-        self.model = LLaMPModel(clip.model, clip.tokenizer, tail, job["classnames"], llamp_config(c),
+        self.model = LLaMPModel(clip.model, clip.tokenizer, tail, job["classnames"], LLAMP_KEYS.config(c),
                                 self.cache.targets(rows))
         self.stager = KVStager(self.cache, rows, torch.device("cpu"), torch.float32)
         # the trainer's own method, on a stand-in for the trainer: the same groups and learning rates

@@ -39,7 +39,7 @@ from torch import nn
 from transformers import CLIPTokenizer
 
 from .clip.tokenizer import CONTEXT_LENGTH
-from .errors import ConfigError
+from .errors import ConfigError, note
 from .prompted_clip import Injection, PromptedTextEncoder, replace_positions
 from .templates import class_prompt_name
 
@@ -72,12 +72,12 @@ def placeholder_context(n: int) -> str:
 
 def class_prompt_layout(tokenizer: CLIPTokenizer, classnames: list[str], context: str, *,
                         learned: int | None = None, name_position: str = "end", suffix: str = ".",
-                        slots: int = 0, trim: bool = False, keys: str = "") -> ClassPromptLayout:
+                        slots: int = 0, trim: bool = False, fields: Sequence[str] = ()) -> ClassPromptLayout:
     """The layout of "{context} {class name}{suffix}" with ``slots`` injection slots before <EOT>.
 
     ``learned``: how many of the context's first tokens are learned (default all).
-    ``keys``: the config keys that set the prompt's length, named when a class does
-    not fit CLIP's 77 tokens.
+    ``fields``: the config fields that set the prompt's length, named when a class
+    does not fit CLIP's 77 tokens.
     """
     if name_position not in NAME_POSITIONS:
         raise ValueError(f"name_position must be one of {NAME_POSITIONS}, got {name_position!r}")
@@ -116,7 +116,8 @@ def class_prompt_layout(tokenizer: CLIPTokenizer, classnames: list[str], context
     if too_long:
         what = f"{n} context tokens" + (f" and {slots} prompt slots" if slots else "")
         raise ConfigError(f"class names too long for CLIP's {CONTEXT_LENGTH} tokens with {what}"
-                          + (f" ({keys})" if keys else "") + f": {too_long[:3]}")
+                          + (f" ({', '.join('{' + f + '}' for f in fields)})" if fields else "")
+                          + f": {too_long[:3]}", fields=fields)
     seq = max(len(row) for row in rows) if trim else CONTEXT_LENGTH
     for row, pos in zip(rows, positions):  # padding keeps counting positions, as it does in a sentence
         pos.extend(range(pos[-1] + 1, pos[-1] + 1 + seq - len(row)))
@@ -180,34 +181,37 @@ def context_from_words(text_encoder: PromptedTextEncoder, ids: Sequence[int]) ->
 
 
 def sentence_context(text_encoder: PromptedTextEncoder, tokenizer: CLIPTokenizer, classnames: list[str],
-                     n_ctx: int, ctx_init: str, n_ctx_key: str, ctx_init_key: str) -> tuple[ClassPrompts, torch.Tensor]:
+                     n_ctx: int, ctx_init: str, n_ctx_field: str = "n_ctx",
+                     ctx_init_field: str = "ctx_init") -> tuple[ClassPrompts, torch.Tensor]:
     """MaPLe's and PromptSRC's class prompts, and the initial context ``[n_ctx, width]``.
 
     With ``ctx_init`` (e.g. "a photo of a", "_" a space) and ``n_ctx`` at most
     MAX_CONTEXT_FROM_WORDS, the sentence is "a photo of a {class}." and its first
     ``n_ctx`` tokens are learned, starting from their embeddings; otherwise (as in
     the releases, with a note when ``ctx_init`` goes unused) it is "X ... X {class}."
-    with a random context, N(0, PROMPT_INIT_STD^2). ``n_ctx_key`` and ``ctx_init_key``
-    name the config keys in errors.
+    with a random context, N(0, PROMPT_INIT_STD^2). ``n_ctx_field`` and ``ctx_init_field``
+    name the config fields in errors.
     """
     if n_ctx < 1:
-        raise ConfigError(f"{n_ctx_key} must be >= 1, got {n_ctx}")
+        raise ConfigError(f"{{{n_ctx_field}}} must be >= 1, got {n_ctx}", fields=(n_ctx_field,))
     if ctx_init and n_ctx > MAX_CONTEXT_FROM_WORDS:
-        print(f"Note: {ctx_init_key} {ctx_init!r} is not used: {n_ctx_key} {n_ctx} > {MAX_CONTEXT_FROM_WORDS}, "
-              f"and the releases initialise only up to {MAX_CONTEXT_FROM_WORDS} context tokens from words: "
-              "the context starts at random")
+        note(f"{{{ctx_init_field}}} {ctx_init!r} is not used: {{{n_ctx_field}}} {n_ctx} > {MAX_CONTEXT_FROM_WORDS}, "
+             f"and the releases initialise only up to {MAX_CONTEXT_FROM_WORDS} context tokens from words: "
+             "the context starts at random", fields=(ctx_init_field, n_ctx_field))
         ctx_init = ""
     if ctx_init:
         words = ctx_init.replace("_", " ")
         count = len(tokenizer(words, add_special_tokens=False).input_ids)
         if count < n_ctx:  # the releases would learn the class name's tokens as context
-            lower = f"lower {n_ctx_key} to {count}, " if count else ""
-            raise ConfigError(f"{ctx_init_key} {ctx_init!r} has {count} tokens, fewer than {n_ctx_key} {n_ctx}: "
-                              f"lengthen it to at least {n_ctx} tokens (e.g. 'a photo of a'), {lower}or set "
-                              f"{ctx_init_key} '' (random init)")
+            n, init = f"{{{n_ctx_field}}}", f"{{{ctx_init_field}}}"
+            lower = f"lower {n} to {count}, " if count else ""
+            raise ConfigError(f"{init} {ctx_init!r} has {count} tokens, fewer than {n} {n_ctx}: lengthen it to at "
+                              f"least {n_ctx} tokens (e.g. 'a photo of a'), {lower}or set {init} '' (random init)",
+                              fields=(n_ctx_field, ctx_init_field))
     else:
         words = placeholder_context(n_ctx)
-    prompts = ClassPrompts(class_prompt_layout(tokenizer, classnames, words, learned=n_ctx, keys=ctx_init_key))
+    prompts = ClassPrompts(class_prompt_layout(tokenizer, classnames, words, learned=n_ctx,
+                                               fields=(ctx_init_field,)))
     if ctx_init:
         return prompts, context_from_words(text_encoder, prompts.context_ids[:n_ctx])
     return prompts, torch.empty(n_ctx, text_encoder.width).normal_(std=PROMPT_INIT_STD)

@@ -42,31 +42,33 @@ MAX_LOGIT_SCALE = 4.605
 
 @dataclass
 class LLaMPConfig:
-    """The method's hyper-parameters (the trainer fills these from cfg.TRAINER.LLAMP)."""
+    """The method's hyper-parameters (the trainer's TRAINER.LLAMP keys are these fields in capitals; the
+    decoder's train_q/o/kv are TRAIN_Q_PROJ, TRAIN_O_PROJ, TRAIN_KV_PROJ)."""
 
-    num_llm_tokens: int = 16  # M
-    prompt_depth: int = 9  # D: text layers that receive LLM prompts and deep context
-    context_init: str = "a photo of a"  # initialises the 4 context tokens
+    num_llm_tokens: int = 16  # M: learned tokens decoded by the LLM, one CLIP prompt each
+    prompt_depth: int = 9  # D: CLIP text layers that receive LLM prompts and deep context
+    context_init: str = "a photo of a"  # the initial text of the learned context tokens
     num_visual_prompts: int = 4
-    visual_prompt_depth: int = 6
-    lora_layers: tuple[int, ...] = (6, 7, 8, 9, 10, 11)
+    visual_prompt_depth: int = 6  # replaced at layers 1..depth-1
+    lora_layers: tuple[int, ...] = (6, 7, 8, 9, 10, 11)  # vision layers with LoRA on q and v
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.1
-    train_q: bool = True
+    train_q: bool = True  # the decoder copy: what is trained
     train_o: bool = True
     train_kv: bool = False
     train_mlp: bool = False
-    train_layer_norms: bool = True
+    train_layer_norms: bool = True  # the release trains them too
     train_final_norm: bool = True
     train_visual_projection: bool = False
     text_l1_weight: float = 25.0
     image_l1_weight: float = 10.0
-    kl_weight: float = 2.5
+    kl_weight: float = 2.5  # lambda: 2.5 base-to-novel, 1.0 few-shot
     # The authors' release injects LoRA into the tower its "frozen" teacher uses;
     # True reproduces that, False (default) keeps the teacher truly frozen.
     teacher_uses_lora: bool = False
-    # The authors' release averages softmax(cosine) without the logit scale at test time.
+    # False (the release's choice, for comparable numbers): at test time the per-template softmax is over
+    # raw cosine similarities, without the logit scale.
     inference_logit_scale: bool = False
 
 
@@ -105,11 +107,11 @@ class LLaMPModel(PromptLearner):
         self.config = config
         self.embed_dim = clip.config.projection_dim
         vision_layers = len(self.vision_encoder.layers)
-        check_depth(config.prompt_depth, len(self.text_encoder.layers), "TRAINER.LLAMP.PROMPT_DEPTH")
-        check_depth(config.visual_prompt_depth, vision_layers, "TRAINER.LLAMP.VISUAL_PROMPT_DEPTH", minimum=0)
+        check_depth(config.prompt_depth, len(self.text_encoder.layers), "prompt_depth")
+        check_depth(config.visual_prompt_depth, vision_layers, "visual_prompt_depth", minimum=0)
         if any(not 0 <= i < vision_layers for i in config.lora_layers):
-            raise ConfigError(f"TRAINER.LLAMP.LORA_LAYERS {list(config.lora_layers)} must lie in "
-                              f"0..{vision_layers - 1}")
+            raise ConfigError(f"{{lora_layers}} {list(config.lora_layers)} must lie in "
+                              f"0..{vision_layers - 1}", fields=("lora_layers",))
         width, llm_hidden = self.text_encoder.width, tail.config.hidden_size
         depth, m = config.prompt_depth, config.num_llm_tokens
 
@@ -122,7 +124,7 @@ class LLaMPModel(PromptLearner):
         self.projection_bias = _kaiming_per_layer(depth, m, width)
 
         self.prompts = ClassPrompts(class_prompt_layout(tokenizer, classnames, config.context_init, suffix="",
-                                                        slots=m, trim=True, keys="TRAINER.LLAMP.NUM_LLM_TOKENS"))
+                                                        slots=m, trim=True, fields=("num_llm_tokens",)))
         context_ids = self.prompts.context_ids
         self.num_context = len(context_ids)
         with torch.no_grad():  # token + position embeddings of the init words at positions 1..n_ctx

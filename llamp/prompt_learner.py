@@ -82,7 +82,8 @@ class CLIPScoredPromptLearner(PromptLearner):
         return {"ce": F.cross_entropy(logits, labels)}, logits
 
 
-def check_depth(depth: int, layers: int, key: str, minimum: int = 1) -> None:
-    """A prompt depth must lie in ``minimum .. layers`` (the tower's number of layers)."""
+def check_depth(depth: int, layers: int, field: str, minimum: int = 1) -> None:
+    """A prompt depth (the config field ``field``) must lie in ``minimum .. layers`` (the tower's layers)."""
     if not minimum <= depth <= layers:
-        raise ConfigError(f"{key} {depth} must be in {minimum}..{layers} (the tower's number of layers)")
+        raise ConfigError(f"{{{field}}} {depth} must be in {minimum}..{layers} (the tower's number of layers)",
+                          fields=(field,))

@@ -26,7 +26,7 @@ import argparse  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 
-from llamp.errors import ConfigError  # noqa: E402
+from llamp.errors import ConfigError, naming  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,11 +119,14 @@ def run_inspect(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    from .build import BUILD_FLAGS
+
     try:
-        if args.command == "build":
-            run_build(args, argv)
-        else:
-            run_inspect(args)
+        with naming(BUILD_FLAGS):  # the library's errors name the LLM and CLIP by field: here they are flags
+            if args.command == "build":
+                run_build(args, argv)
+            else:
+                run_inspect(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

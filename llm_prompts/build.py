@@ -30,11 +30,11 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from llamp.clip.loading import KNOWN_BACKBONES, LoadedCLIP, load_clip
-from llamp.errors import ConfigError
+from llamp.errors import ConfigError, naming
 from llamp.knowledge_cache.files import DESCRIPTIONS_FILE, dtype_name
 from llamp.knowledge_cache.writer import CacheWriter
+from llamp.llm.identity import LLM_PATH, llm_identity, load_llm_config, read_llm_config_json, resolve_llm_folder
 from llamp.llm.tail import decoder_stack, layer_windows
-from llamp.llm.identity import llm_identity, load_llm_config, read_llm_config_json, resolve_llm_folder
 from llamp.llm.weights import llm_layer_sha256
 from llamp.quiet import progress_disabled
 from llamp.templates import configured_templates
@@ -100,9 +100,18 @@ def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+# The library names the LLM and CLIP it is given by field (llamp.errors.ConfigError); here they are flags.
+BUILD_FLAGS = {LLM_PATH: "--llm", "num_layers": "--num-layers", "clip_path": "--clip", "clip_name": "--clip"}
+
+
 def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
                 log: Callable[[str], None] = _log) -> BuildReport:
     """Build (or finish, or update) the cache of ``dataset`` in ``config.out``."""
+    with naming(BUILD_FLAGS):
+        return _build_cache(dataset, classnames, config, log)
+
+
+def _build_cache(dataset: str, classnames: list[str], config: BuildConfig, log: Callable[[str], None]) -> BuildReport:
     start_time = time.time()
     for flag, value in (("--num-layers", config.num_layers), ("--batch-size", config.batch_size),
                         ("--max-new-tokens", config.max_new_tokens)):
@@ -128,8 +137,8 @@ def build_cache(dataset: str, classnames: list[str], config: BuildConfig,
         raise ConfigError(f"--num-layers {config.num_layers}: {config.llm} has only {num_llm_layers} layers")
     kept_layers = list(range(num_llm_layers - config.num_layers, num_llm_layers))
     # A cache the prompt decoder cannot use is refused now, not after the build
-    llm_config = load_llm_config(resolve_llm_folder(llm_source, "--llm"), "--llm")
-    decoder_stack(llm_config, label=f"--llm {config.llm}")
+    llm_config = load_llm_config(resolve_llm_folder(llm_source))
+    decoder_stack(llm_config)
     window = min((w for w in layer_windows(llm_config) if w is not None), default=None)
     # the kept layers' weight digests tie the cache to this exact LLM (fine-tunes share the config)
     identity["layer_sha256"] = {str(i): d for i, d in llm_layer_sha256(llm_source, kept_layers).items()}

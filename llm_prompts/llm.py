@@ -15,7 +15,7 @@ def resolve_llm(source: str) -> str:
 
     Raises MissingFileError (one line naming ``--llm``) if neither exists.
     """
-    resolve_llm_folder(source, f"--llm {source}")
+    resolve_llm_folder(source)
     expanded = os.path.expanduser(source)
     return os.path.abspath(expanded) if os.path.isdir(expanded) else source
 

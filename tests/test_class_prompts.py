@@ -52,9 +52,10 @@ def test_slots_take_no_position_and_the_end_token_keeps_its_own(tiny_clip):
         assert positions[end + m + 1:] == list(range(end + 1, end + 1 + len(positions) - end - m - 1))
 
 
-def test_too_long_names_are_one_line_errors_naming_the_keys(tiny_clip):
-    with pytest.raises(ConfigError, match=r"too long .* 4 context tokens and 40 prompt slots \(SOME.KEY\)"):
-        class_prompt_layout(tiny_clip.tokenizer, ["word " * 35], "a photo of a", slots=40, keys="SOME.KEY")
+def test_too_long_names_are_one_line_errors_naming_the_settings(tiny_clip):
+    with pytest.raises(ConfigError, match=r"too long .* 4 context tokens and 40 prompt slots \(some_field\)") as e:
+        class_prompt_layout(tiny_clip.tokenizer, ["word " * 35], "a photo of a", slots=40, fields=("some_field",))
+    assert "(SOME.KEY)" in str(e.value.naming({"some_field": "SOME.KEY"}))
 
 
 def test_the_words_of_the_context_through_the_layout_give_stock_clip_features(tiny_clip):

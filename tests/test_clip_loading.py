@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from train_cli import as_trainer_names_it
 
 import llamp.clip.loading as clip_loading
 from llamp.clip.loading import load_clip
@@ -69,8 +70,9 @@ def test_empty_path_searches_the_clip_cache(tiny_clip, tmp_path, monkeypatch):
     with pytest.raises(MissingFileError) as err:
         load_clip("ViT-Test/1", "")
     message = str(err.value)
-    assert "MODEL.BACKBONE.PATH" in message and str(tmp_path / "ViT-Test-1.pt") in message
+    assert "clip_name 'ViT-Test/1': set clip_path" in message and str(tmp_path / "ViT-Test-1.pt") in message
     assert "no-such-org/no-such-clip" in message
+    assert "MODEL.BACKBONE.NAME 'ViT-Test/1': set MODEL.BACKBONE.PATH" in as_trainer_names_it(err.value, "CoOp")
 
     torch.save(hf_to_openai(tiny_clip.model), tmp_path / "ViT-Test-1.pt")
     loaded = load_clip("ViT-Test/1", "")
@@ -78,7 +80,7 @@ def test_empty_path_searches_the_clip_cache(tiny_clip, tmp_path, monkeypatch):
 
 
 def test_bad_paths_give_clear_errors(tiny_models, tmp_path):
-    with pytest.raises(MissingFileError, match="MODEL.BACKBONE.PATH"):
+    with pytest.raises(MissingFileError, match="clip_path 'no-such-org/no-such-clip' is not a folder"):
         load_clip("ViT-B/16", "no-such-org/no-such-clip")
     with pytest.raises(MissingFileError, match="does not exist"):
         load_clip("ViT-B/16", str(tmp_path / "missing.pt"))

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from train_cli import REPO, accuracy, error_line, run_train, training_losses
+from train_cli import REPO, accuracy, as_trainer_names_it, error_line, run_train, training_losses
 
 from llamp.baselines.cocoop import CoCoOp, CoCoOpConfig
 from llamp.baselines.coop import CoOp, CoOpConfig
@@ -72,13 +72,17 @@ def test_context_set_to_the_template_words_gives_stock_clip_features(clip):
     assert (initialised.text_features() - stock).abs().max() < 1e-5
 
 
-def test_bad_context_settings_name_their_key(clip):
-    with pytest.raises(ConfigError, match="TRAINER.COOP.CLASS_TOKEN_POSITION"):
+def test_bad_context_settings_name_their_field_and_the_trainer_its_key(clip):
+    with pytest.raises(ConfigError, match="class_token_position must be one of") as e:
         coop(clip, class_token_position="left")
-    with pytest.raises(ConfigError, match="TRAINER.COOP.N_CTX"):
+    assert as_trainer_names_it(e.value, "CoOp").startswith("TRAINER.COOP.CLASS_TOKEN_POSITION must be one of")
+    with pytest.raises(ConfigError, match="n_ctx must be at least 1") as e:
         coop(clip, n_ctx=0)
-    with pytest.raises(ConfigError, match="TRAINER.KGCOOP.N_CTX"):
+    assert "TRAINER.COCOOP.N_CTX must be at least 1 (or give TRAINER.COCOOP.CTX_INIT)" in as_trainer_names_it(
+        e.value, "CoCoOp")
+    with pytest.raises(ConfigError, match=r"too long .* \(n_ctx, ctx_init\)") as e:
         coop(clip, cls=lambda *a: KgCoOp(*a, [TEMPLATE]), config=KgCoOpConfig(n_ctx=80))
+    assert "(TRAINER.KGCOOP.N_CTX, TRAINER.KGCOOP.CTX_INIT)" in as_trainer_names_it(e.value, "KgCoOp")
 
 
 # ---- CTX_INIT read as the releases read it --------------------------------
@@ -119,8 +123,9 @@ def test_a_word_of_several_tokens_learns_the_first_tokens_and_keeps_the_rest_as_
     ("an axolotl photo", "front", r"TRAINER.COOP.CTX_INIT .*CLASS_TOKEN_POSITION front"),
 ])
 def test_inits_the_releases_would_misread_are_refused(clip, init, position, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match="ctx_init") as e:
         coop(clip, ctx_init=init, class_token_position=position)
+    assert re.search(match, as_trainer_names_it(e.value, "CoOp"))
     coop(clip, ctx_init="a photo of a", class_token_position=position)  # one token per word: any position
 
 
@@ -143,10 +148,12 @@ def test_csc_gives_each_class_its_own_context(clip):
                                         (lambda *a: KgCoOp(*a, [TEMPLATE]), KgCoOpConfig)])
 def test_csc_with_init_words_is_refused_naming_both_keys(clip, cls, config):
     # The releases ignore CSC when CTX_INIT is given (one shared context): refused rather than guessed.
-    key = config().key_prefix
-    with pytest.raises(ConfigError, match=rf"{key}.CSC True with {key}.CTX_INIT 'a photo of a': set {key}.CSC "
-                                          rf"False .*shared context.* or {key}.CTX_INIT '' for class-specific"):
+    with pytest.raises(ConfigError, match="class_specific True with ctx_init") as e:
         coop(clip, cls=cls, config=config(ctx_init="a photo of a", class_specific=True))
+    trainer = {CoOpConfig: "CoOp", CoCoOpConfig: "CoCoOp", KgCoOpConfig: "KgCoOp"}[config]
+    key = f"TRAINER.{trainer.upper()}"
+    assert re.search(rf"{key}.CSC True with {key}.CTX_INIT 'a photo of a': set {key}.CSC False .*shared context.* "
+                     rf"or {key}.CTX_INIT '' for class-specific", as_trainer_names_it(e.value, trainer))
     assert coop(clip, cls=cls, config=config(ctx_init="", n_ctx=2, class_specific=True)).prompts.context.dim() == 3
 
 

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from train_cli import as_trainer_names_it
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from llamp.errors import ConfigError
@@ -181,12 +182,12 @@ def test_a_family_the_decoder_cannot_drive_is_named_in_one_line(tiny_models, dat
     folder = tmp_path / "phi3"
     Phi3ForCausalLM(Phi3Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                num_attention_heads=4, num_key_value_heads=2, pad_token_id=0)).save_pretrained(folder)
-    with pytest.raises(ConfigError, match=r"^phi3 LLMs are not supported by the prompt decoder \(TRAINER.LLAMP"
-                                          r".LLM_PATH\): its attention Phi3Attention has no separate "
-                                          r"q_proj/k_proj/v_proj") as err:
+    with pytest.raises(ConfigError, match=r"^phi3 LLMs are not supported by the prompt decoder \(llm_path\): its "
+                                          r"attention Phi3Attention has no separate q_proj/k_proj/v_proj") as err:
         load_decoder_tail(str(folder), 1)
     assert "\n" not in str(err.value)
+    assert "decoder (TRAINER.LLAMP.LLM_PATH): " in as_trainer_names_it(err.value, "LLaMP")
     assert llm_prompts_main(build_argv(data_root, str(folder), tiny_models["clip"], query_file,
                                        "--out", str(tmp_path / "cache"))) == 2  # refused before generating
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: phi3 LLMs are not supported") and "--llm" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: phi3 LLMs are not supported by the prompt decoder (--llm)")

@@ -12,12 +12,15 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from train_cli import accuracy, run_train, training_losses
+from train_cli import accuracy, as_trainer_names_it, run_train, training_losses
 
 from llamp.baselines.maple import MaPLeConfig, MaPLePromptLearner
 from llamp.baselines.promptsrc import GaussianPromptAggregation, PromptSRCConfig, PromptSRCPromptLearner, gpa_weights
 from llamp.class_prompts import MAX_CONTEXT_FROM_WORDS
-from llamp.errors import ConfigError
+from dassl.engine import TRAINER_REGISTRY
+
+import trainers  # noqa: F401  (registers the trainers)
+from llamp.errors import ConfigError, naming
 from llamp.prompted_clip import PromptedVisionEncoder
 
 TINY_RUN = ["DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1"]
@@ -135,14 +138,16 @@ def test_maple_identity_like_settings_reproduce_frozen_clip(clip):
         assert torch.allclose(model.image_features(x), PromptedVisionEncoder(clip.model)(x, padded), atol=1e-6)
 
 
-def test_maple_bad_settings_name_their_key(clip):
-    with pytest.raises(ConfigError, match="TRAINER.MAPLE.PROMPT_DEPTH"):
+def test_maple_bad_settings_name_their_field_and_the_trainer_its_key(clip):
+    with pytest.raises(ConfigError, match="prompt_depth 3 must be in 1..2") as e:
         maple(clip, depth=3)  # the tiny towers have 2 layers
+    assert as_trainer_names_it(e.value, "MaPLe").startswith("TRAINER.MAPLE.PROMPT_DEPTH 3 must be in 1..2")
     # Within the releases' word-init range, a context longer than the words would learn the class name.
-    with pytest.raises(ConfigError, match=r"TRAINER.MAPLE.CTX_INIT 'a photo' has 2 tokens, fewer than "
-                                          r"TRAINER.MAPLE.N_CTX 3: lengthen it .* lower TRAINER.MAPLE.N_CTX to 2, "
-                                          r"or set TRAINER.MAPLE.CTX_INIT '' \(random init\)"):
+    with pytest.raises(ConfigError, match="ctx_init 'a photo' has 2 tokens") as e:
         maple(clip, n_ctx=3, ctx_init="a photo")
+    assert re.search(r"TRAINER.MAPLE.CTX_INIT 'a photo' has 2 tokens, fewer than TRAINER.MAPLE.N_CTX 3: lengthen "
+                     r"it .* lower TRAINER.MAPLE.N_CTX to 2, or set TRAINER.MAPLE.CTX_INIT '' \(random init\)",
+                     as_trainer_names_it(e.value, "MaPLe"))
 
 
 def test_context_from_words_only_up_to_the_releases_limit(clip, capsys):
@@ -155,7 +160,8 @@ def test_context_from_words_only_up_to_the_releases_limit(clip, capsys):
     assert "not used" not in capsys.readouterr().out
 
     n = MAX_CONTEXT_FROM_WORDS + 1  # the words are not used: random context, placeholder text, one note
-    beyond = maple(clip, n_ctx=n, ctx_init="a photo of a")
+    with naming(TRAINER_REGISTRY.get("MaPLe").config_names()):  # as the trainer builds it
+        beyond = maple(clip, n_ctx=n, ctx_init="a photo of a")
     note = capsys.readouterr().out.strip().splitlines()
     assert note == ["Note: TRAINER.MAPLE.CTX_INIT 'a photo of a' is not used: TRAINER.MAPLE.N_CTX 5 > 4, and the "
                     "releases initialise only up to 4 context tokens from words: the context starts at random"]
@@ -165,9 +171,8 @@ def test_context_from_words_only_up_to_the_releases_limit(clip, capsys):
     assert 0.015 < beyond.ctx.std().item() < 0.025  # N(0, 0.02^2)
 
     config = PromptSRCConfig(n_ctx_text=n, prompt_depth_text=2, prompt_depth_vision=2)
-    PromptSRCPromptLearner(clip.model, clip.tokenizer, CLASSES, TEMPLATES, config)
-    assert "Note: TRAINER.PROMPTSRC.CTX_INIT 'a photo of a' is not used: TRAINER.PROMPTSRC.N_CTX_TEXT 5 > 4" in \
-        capsys.readouterr().out
+    PromptSRCPromptLearner(clip.model, clip.tokenizer, CLASSES, TEMPLATES, config)  # the library alone
+    assert "Note: ctx_init 'a photo of a' is not used: n_ctx_text 5 > 4" in capsys.readouterr().out
 
 
 # ---- PromptSRC --------------------------------------------------------------------
@@ -210,8 +215,9 @@ def test_gpa_weights_are_the_normalised_gaussian_density():
     assert gpa_weights(15, 1, 20) == pytest.approx([r / sum(raw) for r in raw], rel=1e-9)
     far = gpa_weights(100, 1, 5)  # every density underflows; the last epoch is still the nearest
     assert far == pytest.approx([0, 0, 0, 0, 1])
-    with pytest.raises(ConfigError, match="GPA_STD"):
+    with pytest.raises(ConfigError, match="gpa_std must be > 0") as e:
         gpa_weights(15, 0, 20)
+    assert as_trainer_names_it(e.value, "PromptSRC").startswith("TRAINER.PROMPTSRC.GPA_STD must be > 0")
 
 
 def test_promptsrc_saves_and_evaluates_the_gaussian_weighted_prompts(tiny_models, data_root, tmp_path):

@@ -56,3 +56,12 @@ def free_port():
 def single_process_launcher_env():
     """What a distributed launcher sets for a one-process run (DeepSpeed then runs on CPU with gloo)."""
     return dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+
+
+def as_trainer_names_it(error, trainer: str) -> str:
+    """A library ConfigError's message as ``trainer`` reports it: its fields named by their config keys."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    import trainers  # noqa: F401  (registers the trainers)
+
+    return str(error.naming(TRAINER_REGISTRY.get(trainer).config_names()))

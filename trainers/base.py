@@ -20,10 +20,11 @@ from dassl.data import DataManager
 from dassl.engine import TrainerX
 
 from llamp.clip.loading import LoadedCLIP, load_clip
-from llamp.errors import ConfigError
+from llamp.errors import ConfigError, naming
 from llamp.templates import TemplateChoice, configured_templates, describe_choice
 
 from .checkpoint import BEST_NAME, epoch_file_name, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import MethodKeys
 from .distributed import is_main_process
 from .optim import build_lr_scheduler, steps_every_iteration
 from .reproducibility import SeededAugmentation, derived_seed, seed_all
@@ -43,6 +44,25 @@ class ClipTrainer(TrainerX):
 
     # The values TRAINER.<NAME>.PREC may take for this trainer.
     precisions = PRECISIONS
+    # The method's config dataclass as this trainer's keys (None: the trainer has only its own keys).
+    method_keys: MethodKeys | None = None
+    # Other settings the library's errors name by field: field -> key in this trainer's node.
+    field_keys: dict[str, str] = {}
+
+    def __init__(self, cfg):
+        with naming(self.config_names()):  # the library's errors name fields: here they become config keys
+            super().__init__(cfg)
+
+    @classmethod
+    def config_names(cls) -> dict[str, str]:
+        """What each field the library's errors can name is called in the config."""
+        prefix = f"TRAINER.{cls.__name__.upper()}"  # the config node (config_node)
+        names = {"clip_path": "MODEL.BACKBONE.PATH", "clip_name": "MODEL.BACKBONE.NAME",
+                 "max_epoch": "OPTIM.MAX_EPOCH"}
+        names.update({name: f"{prefix}.{key}" for name, key in cls.field_keys.items()})
+        if cls.method_keys is not None:
+            names.update(cls.method_keys.names(prefix))
+        return names
 
     @property
     def config_node(self) -> str:

@@ -3,12 +3,15 @@
 A trainer module declares its defaults with ``@config_defaults`` on a function
 that adds ``cfg.TRAINER.<NAME>``; ``extend_cfg`` applies every declared
 function. Dassl's ``clean_cfg`` later drops the nodes of the other trainers.
-A method's library config is filled from its node by :func:`method_config`.
+A method's hyper-parameters are declared once, as the fields of its library
+config dataclass (default and comment); :class:`MethodKeys` turns them into the
+node's keys and back, and names the keys in the library's errors.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from yacs.config import CfgNode as CN
 
@@ -59,10 +62,38 @@ def extend_cfg(cfg: CN) -> None:
         add_defaults(cfg)
 
 
-def method_config(config_class: type, node: CN, **given: Any):
-    """The library's config dataclass ``config_class`` filled from a trainer's node: each field from the key
-    of its name in capitals (``n_ctx`` from N_CTX), except those ``given``; fields without a key keep their
-    defaults, keys without a field (PREC, TEMPLATES, ...) are the trainer's."""
-    values = {f.name: node[f.name.upper()] for f in dataclasses.fields(config_class)
-              if f.name not in given and f.name.upper() in node}
-    return config_class(**values, **given)
+@dataclass(frozen=True)
+class MethodKeys:
+    """A method's config dataclass as keys of its trainer's node: ``n_ctx`` is N_CTX, or ``aliases[field]``
+    where the releases' key names differ (CoOp's CSC). The dataclass holds each key's one declaration:
+    its default (a tuple becomes a list, as YAML writes it) and its comment."""
+
+    config_class: type
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def key(self, name: str) -> str:
+        return self.aliases.get(name, name.upper())
+
+    def node(self) -> CN:
+        """The trainer's node: PREC (:func:`trainer_node`) and a key per field, at its default."""
+        c = trainer_node()
+        for f in dataclasses.fields(self.config_class):
+            default = _default(f)
+            c[self.key(f.name)] = list(default) if isinstance(default, tuple) else default
+        return c
+
+    def config(self, node: CN):
+        """The dataclass filled from the trainer's node."""
+        values = {}
+        for f in dataclasses.fields(self.config_class):
+            value = node[self.key(f.name)]
+            values[f.name] = tuple(value) if isinstance(_default(f), tuple) else value
+        return self.config_class(**values)
+
+    def names(self, prefix: str) -> dict[str, str]:
+        """Each field's full key under ``prefix`` (e.g. TRAINER.MAPLE), as the library's errors name them."""
+        return {f.name: f"{prefix}.{self.key(f.name)}" for f in dataclasses.fields(self.config_class)}
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default

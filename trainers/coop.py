@@ -11,32 +11,27 @@ from llamp.clip.loading import LoadedCLIP
 from llamp.errors import ConfigError
 
 from .checkpoint import load_checkpoint
-from .config import config_defaults, method_config, trainer_node
+from .config import MethodKeys, config_defaults
 from .prompt_trainer import PromptLearningTrainer
 
-
-def context_config_node() -> CN:
-    """The keys of a learned context, shared by TRAINER.COOP, TRAINER.COCOOP and TRAINER.KGCOOP."""
-    c = trainer_node()
-    c.N_CTX = 16  # number of learned context tokens (ignored when CTX_INIT is given: its word count is used)
-    c.CTX_INIT = ""  # words whose embeddings initialise the context, e.g. "a photo of a" ("_" = space); "": random
-    c.CSC = False  # class-specific context: one context per class, random init (cannot be used for other classes)
-    c.CLASS_TOKEN_POSITION = "end"  # where the class name goes: end | middle | front
-    return c
+# The learned context's keys (llamp.baselines.coop.CoOpConfig), shared by CoOp, CoCoOp and KgCoOp; the
+# releases call class_specific CSC.
+CONTEXT_ALIASES = {"class_specific": "CSC"}
+COOP_KEYS = MethodKeys(CoOpConfig, CONTEXT_ALIASES)
 
 
 @config_defaults
 def add_coop_config(cfg: CN) -> None:
-    cfg.TRAINER.COOP = context_config_node()
+    cfg.TRAINER.COOP = COOP_KEYS.node()
 
 
 class ContextTrainer(PromptLearningTrainer):
     """What the CoOp-family trainers share: the learned context's model built from the config, and
-    class-specific contexts refused for classes they were not learned on. A subclass names its model and
-    config classes (their fields come from its node, ``method_config``) and what else the model takes."""
+    class-specific contexts refused for classes they were not learned on. A subclass names its model
+    class and its keys (``method_keys``) and what else the model takes."""
 
     model_class: type[CoOpModel] = CoOpModel
-    config_class: type[CoOpConfig] = CoOpConfig
+    method_keys = COOP_KEYS
 
     @property
     def key_prefix(self) -> str:
@@ -48,7 +43,7 @@ class ContextTrainer(PromptLearningTrainer):
 
     def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> CoOpModel:
         c = self.trainer_cfg
-        config = method_config(self.config_class, c, class_specific=c.CSC, key_prefix=self.key_prefix)
+        config = self.method_keys.config(c)
         model = self.model_class(clip.model, clip.tokenizer, classnames, config, *self.model_inputs())
         p = model.prompts
         init = c.CTX_INIT.strip() or "random"

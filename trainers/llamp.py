@@ -18,15 +18,18 @@ from llamp.model import LLaMPConfig, LLaMPModel
 
 from .base import ClipTrainer
 from .checkpoint import epoch_file_name
-from .config import config_defaults, method_config, trainer_node
+from .config import MethodKeys, config_defaults
 from .distributed import DeepSpeedRunner, deepspeed_device, is_main_process, shard_train_loader, world_size
 from .optim import build_optimizer
 
+# The decoder copy's trained projections keep their key names of the LLM's modules (TRAIN_Q_PROJ, ...).
+LLAMP_KEYS = MethodKeys(LLaMPConfig, {"train_q": "TRAIN_Q_PROJ", "train_o": "TRAIN_O_PROJ",
+                                      "train_kv": "TRAIN_KV_PROJ"})
 
 
 @config_defaults
 def add_llamp_config(cfg: CN) -> None:
-    c = cfg.TRAINER.LLAMP = trainer_node()  # PREC: fp32 | bf16 | amp
+    c = cfg.TRAINER.LLAMP = LLAMP_KEYS.node()  # PREC: fp32 | bf16 | amp
     # The LLM (Hugging Face folder, or hub name in the local cache): only its last
     # NUM_DECODER_LAYERS layers and final norm are read.
     c.LLM_PATH = ""
@@ -34,41 +37,11 @@ def add_llamp_config(cfg: CN) -> None:
     # <dataset folder>/llamp_cache/<LLM folder name>.
     c.CACHE_DIR = ""
     c.NUM_DECODER_LAYERS = 1  # N: LLM layers copied into the prompt decoder
-    c.NUM_LLM_TOKENS = 16  # M: learned tokens decoded by the LLM, one CLIP prompt each
-    c.PROMPT_DEPTH = 9  # D: CLIP text layers that receive LLM prompts and deep context
-    c.CONTEXT_INIT = "a photo of a"  # initial text of the learned context tokens
-    c.NUM_VISUAL_PROMPTS = 4
-    c.VISUAL_PROMPT_DEPTH = 6
-    c.LORA_LAYERS = [6, 7, 8, 9, 10, 11]  # vision layers with LoRA on q and v
-    c.LORA_RANK = 8
-    c.LORA_ALPHA = 16.0
-    c.LORA_DROPOUT = 0.1
     c.LORA_LR = 2e-5  # LoRA (and the visual projection if trained); OPTIM.LR for the rest
-    c.TRAIN_Q_PROJ = True  # decoder copy: what is trained
-    c.TRAIN_O_PROJ = True
-    c.TRAIN_KV_PROJ = False
-    c.TRAIN_MLP = False
-    c.TRAIN_LAYER_NORMS = True
-    c.TRAIN_FINAL_NORM = True
-    c.TRAIN_VISUAL_PROJECTION = False
-    c.TEXT_L1_WEIGHT = 25.0
-    c.IMAGE_L1_WEIGHT = 10.0
-    c.KL_WEIGHT = 2.5  # lambda: 2.5 base-to-novel, 1.0 few-shot
-    # True reproduces the authors' release, whose teacher tower carries the LoRA being trained.
-    c.TEACHER_USES_LORA = False
-    # False (the release's choice, for comparable numbers): at test time the per-template
-    # softmax is over raw cosine similarities, without the logit scale.
-    c.INFERENCE_LOGIT_SCALE = False
     c.GRAD_CLIP = 1.0  # max gradient norm; 0 disables
     # DeepSpeed (ZeRO-2, bf16 per the JSON) when CUDA is present, launched as `deepspeed train.py ...`.
     c.DEEPSPEED = False
     c.DEEPSPEED_CONFIG = "configs/deepspeed/zero2_bf16.json"
-
-
-def llamp_config(c: CN) -> LLaMPConfig:
-    """The model's config from TRAINER.LLAMP (the decoder's q/o/kv keys are named after the projections)."""
-    return method_config(LLaMPConfig, c, lora_layers=tuple(c.LORA_LAYERS), train_q=c.TRAIN_Q_PROJ,
-                         train_o=c.TRAIN_O_PROJ, train_kv=c.TRAIN_KV_PROJ)
 
 
 @TRAINER_REGISTRY.register()
@@ -76,6 +49,8 @@ class LLaMP(ClipTrainer):
     """LLaMP: LLM-decoded deep text prompts, visual prompts and LoRA, four-term loss."""
 
     precisions = ("fp32", "bf16", "amp")  # fp16 overflows in the LLM's activations
+    method_keys = LLAMP_KEYS
+    field_keys = {"num_layers": "NUM_DECODER_LAYERS", "llm_path": "LLM_PATH"}
 
     def build_data_loader(self):
         super().build_data_loader()
@@ -107,7 +82,7 @@ class LLaMP(ClipTrainer):
         self.class_rows = self.cache.select(classnames)  # base, new or all: looked up by name
         targets = self.cache.targets(self.class_rows)  # made with this CLIP: open_cache checked its digest
 
-        self.model = LLaMPModel(clip.model, clip.tokenizer, tail, classnames, llamp_config(c), targets)
+        self.model = LLaMPModel(clip.model, clip.tokenizer, tail, classnames, self.method_keys.config(c), targets)
         self.model.to(self.device)
         self.cast_frozen_parameters(self.model)
         kv_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32

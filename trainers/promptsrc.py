@@ -15,23 +15,18 @@ from llamp.baselines.promptsrc import (GaussianPromptAggregation, PromptSRCConfi
 from llamp.clip.loading import LoadedCLIP
 
 from .checkpoint import load_checkpoint
-from .config import config_defaults, method_config, trainer_node
+from .config import MethodKeys, config_defaults
 from .prompt_trainer import PromptLearningTrainer
+
+
+PROMPTSRC_KEYS = MethodKeys(PromptSRCConfig)
 
 
 @config_defaults
 def add_promptsrc_config(cfg: CN) -> None:
     # Key names and types as in the PromptSRC release (integer weights and GPA
     # parameters), so its YAML files merge unchanged.
-    c = cfg.TRAINER.PROMPTSRC = trainer_node()  # PREC: the reference configs use fp16, as the release
-    c.N_CTX_TEXT = 4
-    c.N_CTX_VISION = 4
-    c.CTX_INIT = "a photo of a"  # its first N_CTX_TEXT tokens initialise the text context; "" (or > 4) = random
-    c.PROMPT_DEPTH_TEXT = 9  # text layers with prompts (>= 1)
-    c.PROMPT_DEPTH_VISION = 9  # vision layers with prompts (0 = none)
-    c.TEXT_LOSS_WEIGHT = 25  # L1 to frozen CLIP's template-averaged text features
-    c.IMAGE_LOSS_WEIGHT = 10  # L1 to frozen CLIP's image features
-    c.KL_LOSS_WEIGHT = 1.0  # KL(frozen logits || prompted logits); 1 in the paper (no key in the release)
+    c = cfg.TRAINER.PROMPTSRC = PROMPTSRC_KEYS.node()  # PREC: the reference configs use fp16, as the release
     # Frozen CLIP's text targets average over these templates (textual diversity). Empty (None): our
     # wording, the dataset's list in llamp/templates/zero_shot.json (the release averages a generic set of
     # 60 for every dataset); a list of templates with one '{}' each; or a JSON file, a list or dataset
@@ -51,13 +46,16 @@ def gpa_state_file(folder: str, epoch: int) -> str:
 class PromptSRC(PromptLearningTrainer):
     """PromptSRC: independent deep text/vision prompts, self-regulated by frozen CLIP, aggregated over epochs."""
 
+    method_keys = PROMPTSRC_KEYS
+    field_keys = {"gpa_std": "GPA_STD"}
+
     def check_cfg(self, cfg):
         super().check_cfg(cfg)  # precision; the templates (every one: PromptSRC has no ENSEMBLE key)
         c = cfg.TRAINER.PROMPTSRC
         gpa_weights(c.GPA_MEAN, c.GPA_STD, cfg.OPTIM.MAX_EPOCH)  # a bad GPA_STD fails before any loading
 
     def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> nn.Module:
-        config = method_config(PromptSRCConfig, self.trainer_cfg)
+        config = self.method_keys.config(self.trainer_cfg)
         print(f"PromptSRC: text targets from frozen CLIP averaged over {self.templates_line()}")
         return PromptSRCPromptLearner(clip.model, clip.tokenizer, classnames, self.templates.templates, config)
 

@@ -21,16 +21,15 @@ from .coop import CoOp, CoOpConfig
 
 @dataclass
 class CoCoOpConfig(CoOpConfig):
-    meta_net_reduction: int = 16  # meta-net hidden width = image feature width // this
-    key_prefix: str = "TRAINER.COCOOP"
+    meta_net_reduction: int = 16  # meta-net: image feature width -> width // this -> text width
 
 
 class CoCoOp(CoOp):
     def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, classnames: list[str], config: CoCoOpConfig):
         super().__init__(clip, tokenizer, classnames, config)
         if config.meta_net_reduction < 1:
-            raise ConfigError(f"{config.key_prefix}.META_NET_REDUCTION must be at least 1, "
-                              f"got {config.meta_net_reduction}")
+            raise ConfigError(f"{{meta_net_reduction}} must be at least 1, got {config.meta_net_reduction}",
+                              fields=("meta_net_reduction",))
         embed, width = clip.config.projection_dim, self.text_encoder.width
         hidden = max(1, embed // config.meta_net_reduction)
         self.meta_net = nn.Sequential(OrderedDict([

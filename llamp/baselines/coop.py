@@ -35,14 +35,16 @@ from ..prompted_clip import PromptedTextEncoder
 
 @dataclass
 class CoOpConfig:
-    """How the context is learned (the trainers fill this from cfg.TRAINER.<METHOD>)."""
+    """How the context is learned: CoOp's, CoCoOp's and KgCoOp's settings (their trainers' TRAINER.<NAME>
+    keys are these fields in capitals, ``class_specific`` as CSC)."""
 
-    n_ctx: int = 16  # context length; ignored when ctx_init is given (its word count is used)
-    ctx_init: str = ""  # words whose first tokens' embeddings initialise the context; empty: N(0, init_std^2)
-    class_specific: bool = False  # CSC: one context per class
-    class_token_position: str = "end"  # end | middle | front
-    init_std: float = 0.02
-    key_prefix: str = "TRAINER.COOP"  # where these values come from, for error messages
+    n_ctx: int = 16  # number of learned context tokens; ignored when ctx_init is given (its word count wins)
+    # Words whose first tokens' embeddings initialise the context, e.g. "a photo of a" ("_" is a space, as in
+    # the releases); empty: N(0, init_std^2)
+    ctx_init: str = ""
+    class_specific: bool = False  # one context per class, random init (cannot be used for other classes)
+    class_token_position: str = "end"  # where the class name goes: end | middle | front
+    init_std: float = 0.02  # the releases' init of a context not taken from words
 
 
 def init_context(tokenizer: CLIPTokenizer, config: CoOpConfig) -> tuple[str, list[int]]:
@@ -53,23 +55,24 @@ def init_context(tokenizer: CLIPTokenizer, config: CoOpConfig) -> tuple[str, lis
     tokens leaves its last tokens after the learned ones as fixed text. Where the
     releases would silently compute something else, the setting is refused.
     """
-    key = config.key_prefix
     words = config.ctx_init.replace("_", " ")
     ids = tokenizer(words, add_special_tokens=False).input_ids
     n_words = len(words.split(" "))
     if config.class_specific:  # the releases (CoOp, KgCoOp) ignore CSC here and learn one shared context
-        raise ConfigError(f"{key}.CSC True with {key}.CTX_INIT {config.ctx_init!r}: set {key}.CSC False for one "
-                          f"shared context initialised from the words (the releases' computation), or "
-                          f"{key}.CTX_INIT '' for class-specific contexts (random init)")
+        raise ConfigError(f"{{class_specific}} True with {{ctx_init}} {config.ctx_init!r}: set {{class_specific}} "
+                          f"False for one shared context initialised from the words (the releases' computation), "
+                          "or {ctx_init} '' for class-specific contexts (random init)",
+                          fields=("class_specific", "ctx_init"))
     if n_words > len(ids):  # the releases would also cut the class name's first tokens from the prompt
-        raise ConfigError(f"{key}.CTX_INIT {config.ctx_init!r} has {n_words} words (split at single spaces) but "
+        raise ConfigError(f"{{ctx_init}} {config.ctx_init!r} has {n_words} words (split at single spaces) but "
                           f"{len(ids)} tokens, so the releases would learn from the end token's embedding: "
-                          "separate its words by single spaces, none leading or trailing")
+                          "separate its words by single spaces, none leading or trailing", fields=("ctx_init",))
     if n_words < len(ids) and config.class_token_position != "end":
-        raise ConfigError(f"{key}.CTX_INIT {config.ctx_init!r} is {len(ids)} tokens for {n_words} words: with "
-                          f"{key}.CLASS_TOKEN_POSITION {config.class_token_position} the releases would read its "
+        raise ConfigError(f"{{ctx_init}} {config.ctx_init!r} is {len(ids)} tokens for {n_words} words: with "
+                          f"{{class_token_position}} {config.class_token_position} the releases would read its "
                           f"last {len(ids) - n_words} token(s) as the class name; use words of one token each, "
-                          f"or CLASS_TOKEN_POSITION end (the extra tokens then stay as fixed text)")
+                          "or {class_token_position} end (the extra tokens then stay as fixed text)",
+                          fields=("ctx_init", "class_token_position"))
     return words, ids[:n_words]
 
 
@@ -85,17 +88,17 @@ class ContextPrompts(ClassPrompts):
 
     def __init__(self, tokenizer: CLIPTokenizer, classnames: list[str], config: CoOpConfig,
                  text_encoder: PromptedTextEncoder):
-        key = config.key_prefix
         if config.class_token_position not in NAME_POSITIONS:
-            raise ConfigError(f"{key}.CLASS_TOKEN_POSITION must be one of {NAME_POSITIONS}, "
-                              f"got {config.class_token_position!r}")
+            raise ConfigError(f"{{class_token_position}} must be one of {NAME_POSITIONS}, "
+                              f"got {config.class_token_position!r}", fields=("class_token_position",))
         words, init_ids = init_context(tokenizer, config) if config.ctx_init.strip() else ("", [])
         if not init_ids and config.n_ctx < 1:
-            raise ConfigError(f"{key}.N_CTX must be at least 1 (or give {key}.CTX_INIT), got {config.n_ctx}")
+            raise ConfigError(f"{{n_ctx}} must be at least 1 (or give {{ctx_init}}), got {config.n_ctx}",
+                              fields=("n_ctx", "ctx_init"))
         n_ctx = len(init_ids) or config.n_ctx
         super().__init__(class_prompt_layout(tokenizer, classnames, words or placeholder_context(n_ctx),
                                              learned=n_ctx, name_position=config.class_token_position,
-                                             keys=f"{key}.N_CTX / CTX_INIT"))
+                                             fields=("n_ctx", "ctx_init")))
         self.n_ctx = n_ctx
         self.class_specific = config.class_specific
         self.class_token_position = config.class_token_position

@@ -43,11 +43,13 @@ from ..prompt_learner import CLIPScoredPromptLearner, check_depth
 
 @dataclass
 class MaPLeConfig:
-    """MaPLe's hyper-parameters (the trainer fills these from cfg.TRAINER.MAPLE)."""
+    """MaPLe's hyper-parameters (the trainer's TRAINER.MAPLE keys are these fields in capitals, the
+    release's key names)."""
 
-    n_ctx: int = 2
-    ctx_init: str = "a photo of a"  # empty: random context, sentence "X X {class}."
-    prompt_depth: int = 9  # J: layers of both towers that receive prompts
+    n_ctx: int = 2  # learned context tokens, shared by both towers through the couplings
+    # its first n_ctx tokens initialise the context; "" (or n_ctx > 4, the releases' rule): random "X X"
+    ctx_init: str = "a photo of a"
+    prompt_depth: int = 9  # J: layers of each tower that receive prompts (1 = shallow MaPLe)
 
 
 class MaPLePromptLearner(CLIPScoredPromptLearner):
@@ -58,11 +60,11 @@ class MaPLePromptLearner(CLIPScoredPromptLearner):
         self.config = config
         depth = config.prompt_depth
         check_depth(depth, min(len(self.text_encoder.layers), len(self.vision_encoder.layers)),
-                    "TRAINER.MAPLE.PROMPT_DEPTH")
+                    "prompt_depth")
         text_width, vision_width = self.text_encoder.width, self.vision_encoder.width
 
         self.prompts, context_init = sentence_context(self.text_encoder, tokenizer, classnames, config.n_ctx,
-                                                      config.ctx_init, "TRAINER.MAPLE.N_CTX", "TRAINER.MAPLE.CTX_INIT")
+                                                      config.ctx_init)
         self.ctx = nn.Parameter(context_init)  # [n_ctx, text_width]
         self.deep_ctx = nn.Parameter(torch.empty(depth - 1, config.n_ctx, text_width).normal_(std=PROMPT_INIT_STD))
         # Depth 0 has its own map; the deeper ones start as copies of one another, as in the release.

@@ -46,16 +46,18 @@ from ..self_regulation import self_regulating_losses
 
 @dataclass
 class PromptSRCConfig:
-    """PromptSRC's hyper-parameters (the trainer fills these from cfg.TRAINER.PROMPTSRC)."""
+    """PromptSRC's hyper-parameters (the trainer's TRAINER.PROMPTSRC keys are these fields in capitals: the
+    release's key names, and its types, integer weights included, so that its YAML files merge unchanged)."""
 
     n_ctx_text: int = 4
     n_ctx_vision: int = 4
-    ctx_init: str = "a photo of a"  # empty: random text context, sentence "X X X X {class}."
-    prompt_depth_text: int = 9
-    prompt_depth_vision: int = 9  # 0: no vision prompts
-    text_loss_weight: float = 25.0
-    image_loss_weight: float = 10.0
-    kl_loss_weight: float = 1.0
+    # its first n_ctx_text tokens initialise the text context; "" (or n_ctx_text > 4): random "X X X X"
+    ctx_init: str = "a photo of a"
+    prompt_depth_text: int = 9  # text layers with prompts (>= 1)
+    prompt_depth_vision: int = 9  # vision layers with prompts (0 = none)
+    text_loss_weight: float = 25  # L1 to frozen CLIP's template-averaged text features
+    image_loss_weight: float = 10  # L1 to frozen CLIP's image features
+    kl_loss_weight: float = 1.0  # KL(frozen logits || prompted logits); 1 in the paper (no key in the release)
 
 
 class PromptSRCPromptLearner(CLIPScoredPromptLearner):
@@ -67,17 +69,16 @@ class PromptSRCPromptLearner(CLIPScoredPromptLearner):
             raise ConfigError("PromptSRC needs at least one hand-written template for its text targets")
         super().__init__(clip)
         self.config = config
-        check_depth(config.prompt_depth_text, len(self.text_encoder.layers), "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT")
-        if config.prompt_depth_vision != 0:
-            check_depth(config.prompt_depth_vision, len(self.vision_encoder.layers),
-                        "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION (0 for none)")
+        check_depth(config.prompt_depth_text, len(self.text_encoder.layers), "prompt_depth_text")
+        if config.prompt_depth_vision != 0:  # 0: no vision prompts
+            check_depth(config.prompt_depth_vision, len(self.vision_encoder.layers), "prompt_depth_vision")
             if config.n_ctx_vision < 1:
-                raise ConfigError(f"TRAINER.PROMPTSRC.N_CTX_VISION must be >= 1, got {config.n_ctx_vision}")
+                raise ConfigError(f"{{n_ctx_vision}} must be >= 1, got {config.n_ctx_vision}",
+                                  fields=("n_ctx_vision",))
         text_width, vision_width = self.text_encoder.width, self.vision_encoder.width
 
         self.prompts, context_init = sentence_context(
-            self.text_encoder, tokenizer, classnames, config.n_ctx_text, config.ctx_init,
-            "TRAINER.PROMPTSRC.N_CTX_TEXT", "TRAINER.PROMPTSRC.CTX_INIT")
+            self.text_encoder, tokenizer, classnames, config.n_ctx_text, config.ctx_init, n_ctx_field="n_ctx_text")
         self.ctx = nn.Parameter(context_init)  # [n_ctx_text, text_width]
         self.deep_text = nn.Parameter(torch.empty(config.prompt_depth_text - 1, config.n_ctx_text, text_width)
                                       .normal_(std=PROMPT_INIT_STD))
@@ -123,9 +124,9 @@ def frozen_text_features(clip: CLIPModel, tokenizer: CLIPTokenizer, classnames: 
 def gpa_weights(mean: float, std: float, epochs: int) -> list[float]:
     """Weight of epoch ``e`` = 1..``epochs``: the Gaussian density N(e; mean, std), normalised to sum to 1."""
     if not std > 0:
-        raise ConfigError(f"TRAINER.PROMPTSRC.GPA_STD must be > 0, got {std}")
+        raise ConfigError(f"{{gpa_std}} must be > 0, got {std}", fields=("gpa_std",))
     if epochs < 1:
-        raise ConfigError(f"OPTIM.MAX_EPOCH must be >= 1 for prompt aggregation, got {epochs}")
+        raise ConfigError(f"{{max_epoch}} must be >= 1 for prompt aggregation, got {epochs}", fields=("max_epoch",))
     exponents = [-0.5 * ((e - mean) / std) ** 2 for e in range(1, epochs + 1)]
     top = max(exponents)  # shift before exp so that far-off means do not underflow to all zeros
     raw = [math.exp(x - top) for x in exponents]

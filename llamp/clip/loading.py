@@ -1,12 +1,13 @@
 """Loading the one CLIP backbone every trainer uses, from local files only.
 
-Three sources are accepted (``MODEL.BACKBONE.PATH``):
+Three sources are accepted (the CLIP path: a trainer's MODEL.BACKBONE.PATH,
+the build's ``--clip``; errors name it as the field ``clip_path``):
   * a Hugging Face model folder (``config.json`` + weights, tokenizer files optional);
   * an OpenAI checkpoint file, e.g. the ``ViT-B-16.pt`` that ``clip.load`` caches,
     converted to a Hugging Face ``CLIPModel`` on load;
   * a hub name such as ``openai/clip-vit-base-patch16``, resolved from the local
     Hugging Face cache only.
-An empty path looks for ``MODEL.BACKBONE.NAME`` (e.g. ``ViT-B/16``) in the usual
+An empty path looks for the architecture's name (``clip_name``, e.g. ``ViT-B/16``) in the usual
 caches. Nothing is ever downloaded.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .openai_format import openai_to_hf
 CLIP_PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# MODEL.BACKBONE.NAME -> (file name clip.load caches, Hugging Face hub name)
+# architecture name -> (file name clip.load caches, Hugging Face hub name)
 KNOWN_BACKBONES = {
     "ViT-B/32": ("ViT-B-32.pt", "openai/clip-vit-base-patch32"),
     "ViT-B/16": ("ViT-B-16.pt", "openai/clip-vit-base-patch16"),
@@ -35,7 +36,7 @@ KNOWN_BACKBONES = {
 }
 OPENAI_SUFFIXES = (".pt", ".pth", ".bin")
 # The published architectures by their towers: (vision layers, vision width, patch, image size, text layers,
-# text width), so that a log can name what was loaded whatever MODEL.BACKBONE.NAME says.
+# text width), so that a log can name what was loaded whatever the config's name says.
 ARCHITECTURES = {
     (12, 768, 32, 224, 12, 512): "ViT-B/32",
     (12, 768, 16, 224, 12, 512): "ViT-B/16",
@@ -106,7 +107,7 @@ def clip_text_features(model: CLIPModel, tokenizer: CLIPTokenizer, texts: list[s
 
 
 def default_search_paths(name: str) -> list[str]:
-    """Where an empty MODEL.BACKBONE.PATH looks for ``name``, in order."""
+    """Where an empty CLIP path looks for ``name``, in order."""
     if name not in KNOWN_BACKBONES:
         return []
     filename, hub_name = KNOWN_BACKBONES[name]
@@ -125,8 +126,8 @@ def load_clip(name: str, path: str = "") -> LoadedCLIP:
             return loaded
     where = ", ".join(searched) if searched else f"nothing (no default location for {name!r})"
     raise MissingFileError(
-        f"no CLIP weights found for MODEL.BACKBONE.NAME {name!r}: set MODEL.BACKBONE.PATH to a "
-        f"Hugging Face CLIP folder or an OpenAI .pt file (searched: {where})")
+        f"no CLIP weights found for {{clip_name}} {name!r}: set {{clip_path}} to a "
+        f"Hugging Face CLIP folder or an OpenAI .pt file (searched: {where})", fields=("clip_name", "clip_path"))
 
 
 def _looks_like_path(path: str) -> bool:
@@ -146,20 +147,21 @@ def _load_from(path: str, must_exist: bool) -> LoadedCLIP | None:
         except OSError:
             if must_exist:
                 raise MissingFileError(
-                    f"MODEL.BACKBONE.PATH {path!r} is not a folder or file, and the hub name is not "
-                    "in the local Hugging Face cache (no download is attempted)") from None
+                    f"{{clip_path}} {path!r} is not a folder or file, and the hub name is not "
+                    "in the local Hugging Face cache (no download is attempted)", fields=("clip_path",)) from None
             return None
         return LoadedCLIP(model.float().eval(), _tokenizer_for(path, hub=True), f"hub cache:{path}")
     if must_exist:
-        raise MissingFileError(f"MODEL.BACKBONE.PATH {path!r} does not exist")
+        raise MissingFileError(f"{{clip_path}} {path!r} does not exist", fields=("clip_path",))
     return None
 
 
 def _load_hf_folder(folder: str) -> LoadedCLIP:
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise MissingFileError(
-            f"MODEL.BACKBONE.PATH {folder} has no config.json: expected a Hugging Face CLIP folder")
-    model = from_local_files(CLIPModel, folder, f"cannot load a CLIP model from {folder} (MODEL.BACKBONE.PATH)")
+            f"{{clip_path}} {folder} has no config.json: expected a Hugging Face CLIP folder", fields=("clip_path",))
+    model = from_local_files(CLIPModel, folder, f"cannot load a CLIP model from {folder} ({{clip_path}})",
+                             fields=("clip_path",))
     return LoadedCLIP(model.float().eval(), _tokenizer_for(folder), folder)
 
 
@@ -183,12 +185,12 @@ def read_openai_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ConfigError(f"cannot read {path} (MODEL.BACKBONE.PATH) as a TorchScript archive or a "
-                          f"state dict: {type(e).__name__}") from None
+        raise ConfigError(f"cannot read {path} ({{clip_path}}) as a TorchScript archive or a "
+                          f"state dict: {type(e).__name__}", fields=("clip_path",)) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or "visual.conv1.weight" not in obj:
-        raise ConfigError(f"{path} (MODEL.BACKBONE.PATH) is not an OpenAI ViT CLIP checkpoint")
+        raise ConfigError(f"{path} ({{clip_path}}) is not an OpenAI ViT CLIP checkpoint", fields=("clip_path",))
     return obj
 
 
@@ -197,6 +199,6 @@ def _load_openai_file(path: str) -> LoadedCLIP:
     try:
         model = openai_to_hf(state_dict)
     except (KeyError, ValueError) as e:
-        raise ConfigError(f"{path} (MODEL.BACKBONE.PATH) is not a convertible OpenAI ViT CLIP "
-                          f"checkpoint: {e}") from None
+        raise ConfigError(f"{path} ({{clip_path}}) is not a convertible OpenAI ViT CLIP "
+                          f"checkpoint: {e}", fields=("clip_path",)) from None
     return LoadedCLIP(model, build_clip_tokenizer(), path)

@@ -18,7 +18,9 @@ from transformers import AutoConfig, PretrainedConfig
 from ..errors import ConfigError, MissingFileError, from_local_files
 from ..json_files import read_json
 
-LLM_PATH_KEY = "TRAINER.LLAMP.LLM_PATH"
+# The field errors name the LLM's path by (llamp.errors.ConfigError): a trainer's TRAINER.LLAMP.LLM_PATH,
+# the build's --llm.
+LLM_PATH = "llm_path"
 # The LLM fields a cache must agree on with the model that consumes it.
 LLM_SHAPE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim")
 # config.json keys that say how a file was saved, not what the model is.
@@ -65,14 +67,14 @@ def _hub_cache_file(name: str, file_name: str) -> str | None:
         return None
 
 
-def resolve_llm_folder(source: str, label: str = LLM_PATH_KEY) -> str:
-    """The local folder of the LLM at ``source``; errors name ``label`` (the config key or flag that gave it)."""
+def resolve_llm_folder(source: str) -> str:
+    """The local folder of the LLM at ``source``."""
     if not source:
-        raise ConfigError(f"{label} is empty: set it to the LLM's Hugging Face folder")
+        raise ConfigError("{llm_path} is empty: set it to the LLM's Hugging Face folder", fields=(LLM_PATH,))
     try:
         return os.path.dirname(llm_config_path(source))
     except MissingFileError as e:
-        raise MissingFileError(f"{label}: {e}") from None
+        raise MissingFileError(f"{{llm_path}}: {e}", fields=(LLM_PATH,)) from None
 
 
 # ---------------------------------------------------------------- its config
@@ -87,9 +89,10 @@ def read_llm_config_json(source: str) -> dict:
     return config
 
 
-def load_llm_config(folder: str, label: str = LLM_PATH_KEY) -> PretrainedConfig:
+def load_llm_config(folder: str) -> PretrainedConfig:
     """The LLM's transformers config from its local ``folder``."""
-    return from_local_files(AutoConfig, folder, f"cannot read the LLM config in {folder} ({label})")
+    return from_local_files(AutoConfig, folder, f"cannot read the LLM config in {folder} ({{llm_path}})",
+                            fields=(LLM_PATH,))
 
 
 # ---------------------------------------------------------------- its identity

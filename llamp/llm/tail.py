@@ -19,7 +19,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from ..errors import ConfigError
-from .identity import LLM_PATH_KEY, load_llm_config, resolve_llm_folder
+from .identity import LLM_PATH, load_llm_config, resolve_llm_folder
 from .weights import layer_sha256, layer_tensor_names, read_tensors, stack_prefix, weight_files
 
 # model_type values whose tiny random models go through build, decoder and training in the tests.
@@ -49,7 +49,7 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
     config = load_llm_config(folder)
     total = config.num_hidden_layers
     if not 1 <= num_layers <= total:
-        raise ConfigError(f"TRAINER.LLAMP.NUM_DECODER_LAYERS {num_layers} must be in 1..{total} for {folder}")
+        raise ConfigError(f"{{num_layers}} {num_layers} must be in 1..{total} for {folder}", fields=("num_layers",))
     kept = list(range(total - num_layers, total))
 
     files = weight_files(folder)
@@ -67,8 +67,8 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
     expected = set(tail.state_dict())
     missing = sorted(expected - set(wanted.values()))
     if missing:
-        raise ConfigError(f"the LLM checkpoint in {folder} ({LLM_PATH_KEY}) lacks tensors needed for the "
-                          f"last {num_layers} decoder layers, e.g. {missing[:3]}")
+        raise ConfigError(f"the LLM checkpoint in {folder} ({{llm_path}}) lacks tensors needed for the "
+                          f"last {num_layers} decoder layers, e.g. {missing[:3]}", fields=(LLM_PATH,))
     stored = read_tensors(files, wanted)
     digests = {i: layer_sha256({inner: stored[name] for name, inner in per_layer[i].items()}) for i in kept}
     tail.load_state_dict({wanted[name]: tensor.float() for name, tensor in stored.items()}, strict=True)
@@ -76,7 +76,7 @@ def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sd
     return DecoderTail(config, kept, tail.layers, tail.norm, rotary, folder, digests)
 
 
-def layer_windows(config: PretrainedConfig, label: str = LLM_PATH_KEY) -> list[int | None]:
+def layer_windows(config: PretrainedConfig) -> list[int | None]:
     """Per decoder layer of the LLM: its sliding-window length, or None where it attends to everything.
 
     Mistral slides in every layer when ``sliding_window`` is set; configs with
@@ -89,12 +89,12 @@ def layer_windows(config: PretrainedConfig, label: str = LLM_PATH_KEY) -> list[i
         return [window] * config.num_hidden_layers
     unknown = sorted(set(types) - {FULL_ATTENTION, SLIDING_ATTENTION})
     if unknown:
-        raise ConfigError(f"{config.model_type} LLMs are not supported by the prompt decoder ({label}): "
-                          f"layer types {unknown} (only full and sliding-window attention are)")
+        raise ConfigError(f"{config.model_type} LLMs are not supported by the prompt decoder ({{llm_path}}): "
+                          f"layer types {unknown} (only full and sliding-window attention are)", fields=(LLM_PATH,))
     return [window if t == SLIDING_ATTENTION else None for t in types]
 
 
-def check_supported(config: PretrainedConfig, stack: nn.Module, label: str = LLM_PATH_KEY) -> None:
+def check_supported(config: PretrainedConfig, stack: nn.Module) -> None:
     """One ConfigError line naming the family if its decoder layers cannot be driven from outside as ours are.
 
     The decoder calls a layer with hidden states, an additive mask, positions,
@@ -126,32 +126,31 @@ def check_supported(config: PretrainedConfig, stack: nn.Module, label: str = LLM
     if rotary is not None and "layer_type" in inspect.signature(rotary.forward).parameters:
         problems.append("its rotary embedding differs per layer type")
     if problems:
-        raise ConfigError(f"{family} LLMs are not supported by the prompt decoder ({label}): "
-                          f"{'; '.join(problems)} (tested: {', '.join(TESTED_FAMILIES)})")
+        raise ConfigError(f"{family} LLMs are not supported by the prompt decoder ({{llm_path}}): "
+                          f"{'; '.join(problems)} (tested: {', '.join(TESTED_FAMILIES)})", fields=(LLM_PATH,))
 
 
-def attention_implementation(config: PretrainedConfig, wanted: str, label: str = LLM_PATH_KEY) -> str:
+def attention_implementation(config: PretrainedConfig, wanted: str) -> str:
     """``wanted`` if the family's model class supports it; sdpa falls back to eager (Gemma-2: soft-capping)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
     try:
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
     except KeyError:
-        raise ConfigError(f"{getattr(config, 'model_type', type(config).__name__)} ({label}) is not a "
-                          "causal language model known to transformers") from None
+        raise ConfigError(f"{getattr(config, 'model_type', type(config).__name__)} ({{llm_path}}) is not a "
+                          "causal language model known to transformers", fields=(LLM_PATH,)) from None
     if wanted == "sdpa" and not getattr(model_class, "_supports_sdpa", False):
         return "eager"
     return wanted
 
 
-def decoder_stack(config: PretrainedConfig, attn_implementation: str = "sdpa",
-                  label: str = LLM_PATH_KEY) -> nn.Module:
+def decoder_stack(config: PretrainedConfig, attn_implementation: str = "sdpa") -> nn.Module:
     """The LLM's decoder stack built on the meta device (no memory, no weights), checked by
     :func:`check_supported` and :func:`layer_windows`: a family the prompt decoder cannot drive fails here."""
-    attn_implementation = attention_implementation(config, attn_implementation, label)
+    attn_implementation = attention_implementation(config, attn_implementation)
     with torch.device("meta"):  # the architecture without allocating it
         skeleton = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     stack = skeleton.get_decoder()
-    check_supported(config, stack, label)
-    layer_windows(config, label)
+    check_supported(config, stack)
+    layer_windows(config)
     return stack

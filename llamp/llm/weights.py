@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 import torch
 
 from ..errors import ConfigError, MissingFileError
-from .identity import LLM_PATH_KEY, load_llm_config, resolve_llm_folder
+from .identity import LLM_PATH, load_llm_config, resolve_llm_folder
 
 
 def weight_files(folder: str) -> dict[str, str]:
@@ -32,8 +32,8 @@ def weight_files(folder: str) -> dict[str, str]:
 
         with safe_open(single, "pt") as f:
             return {name: single for name in f.keys()}
-    raise MissingFileError(f"{folder} ({LLM_PATH_KEY}) has no model.safetensors[.index.json]: "
-                           "the decoder layers are read from safetensors weights")
+    raise MissingFileError(f"{folder} ({{llm_path}}) has no model.safetensors[.index.json]: "
+                           "the decoder layers are read from safetensors weights", fields=(LLM_PATH,))
 
 
 def stack_prefix(names: list[str], last_layer: int) -> str:
@@ -43,7 +43,8 @@ def stack_prefix(names: list[str], last_layer: int) -> str:
         match = pattern.match(name)
         if match:
             return match.group(1)
-    raise ConfigError(f"no tensors of decoder layer {last_layer} found in the LLM checkpoint ({LLM_PATH_KEY})")
+    raise ConfigError(f"no tensors of decoder layer {last_layer} found in the LLM checkpoint ({{llm_path}})",
+                      fields=(LLM_PATH,))
 
 
 def layer_tensor_names(files: Mapping[str, str], prefix: str, layer: int) -> dict[str, str]:
@@ -66,7 +67,8 @@ def read_tensors(files: Mapping[str, str], names: Iterable[str]) -> dict[str, to
                 for name in file_names:
                     out[name] = f.get_tensor(name)
         except Exception as e:
-            raise ConfigError(f"cannot read {file} ({LLM_PATH_KEY}): {type(e).__name__}: {e}") from None
+            raise ConfigError(f"cannot read {file} ({{llm_path}}): {type(e).__name__}: {e}",
+                              fields=(LLM_PATH,)) from None
     return out
 
 
