@@ -104,9 +104,8 @@ def write_cache(folder: str, classnames: list[str], llm: str, clip) -> None:
     from llamp.llm.identity import llm_identity
     from llamp.llm.weights import llm_layer_sha256
 
-    identity = llm_identity(llm)
-    kept = [identity["num_hidden_layers"] - 1]
-    identity["layer_sha256"] = {str(i): d for i, d in llm_layer_sha256(llm, kept).items()}
+    kept = [llm_identity(llm)["num_hidden_layers"] - 1]
+    identity = llm_identity(llm, llm_layer_sha256(llm, kept))
     writer = CacheWriter(folder, {
         "dataset": DATASET, "classnames": classnames, "llm": identity, "kept_layers": kept, "dtype": "float32",
         "query_templates": [f"random template {t}: {{}}" for t in range(NUM_TEMPLATES)], "layout": "contiguous"})
@@ -200,8 +199,7 @@ class LLaMPBench:
         c = cfg.TRAINER.LLAMP
         clip = load_clip(cfg.MODEL.BACKBONE.NAME, job["clip"])
         tail = load_decoder_tail(job["llm"], c.NUM_DECODER_LAYERS)
-        self.cache = KnowledgeCache.open(job["cache"], expected_llm_config=tail.config,
-                                         num_layers=c.NUM_DECODER_LAYERS, expected_layer_sha256=tail.layer_sha256,
+        self.cache = KnowledgeCache.open(job["cache"], expected_llm=tail.identity(), num_layers=c.NUM_DECODER_LAYERS,
                                          expected_clip=clip)
         rows = self.cache.select(job["classnames"])
         self.model = LLaMPModel(clip.model, clip.tokenizer, tail, job["classnames"], LLAMP_KEYS.config(c),

@@ -90,9 +90,9 @@ def run_build(args: argparse.Namespace, argv: list[str]) -> None:
 
     from .build import BuildConfig, build_cache
     from .dataset import dataset_info
-    from .llm import resolve_llm
+    from llamp.llm.identity import resolve_llm_folder
 
-    resolve_llm(args.llm)  # a missing LLM fails before the dataset is read
+    resolve_llm_folder(args.llm)  # a missing LLM fails before the dataset is read
     info = dataset_info(args.root, args.dataset_config_file)
     out = args.out or default_cache_folder(info.dataset_dir, args.llm)
     config = BuildConfig(llm=args.llm, clip=args.clip, out=out, num_layers=args.num_layers,

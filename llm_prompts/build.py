@@ -33,7 +33,7 @@ from llamp.clip.loading import KNOWN_BACKBONES, LoadedCLIP, load_clip
 from llamp.errors import ConfigError, naming
 from llamp.knowledge_cache.files import DESCRIPTIONS_FILE, dtype_name
 from llamp.knowledge_cache.writer import CacheWriter
-from llamp.llm.identity import LLM_PATH, llm_identity, load_llm_config, read_llm_config_json, resolve_llm_folder
+from llamp.llm.identity import LLM_PATH, llm_identity, load_llm_config, resolve_llm_folder
 from llamp.llm.tail import decoder_stack, layer_windows
 from llamp.llm.weights import llm_layer_sha256
 from llamp.quiet import progress_disabled
@@ -41,7 +41,7 @@ from llamp.templates import configured_templates
 
 from . import generation, kv, layouts
 from .descriptions import append_descriptions, make_record, read_descriptions, record_key, write_descriptions
-from .llm import DEFAULT_BUILD_DTYPE, build_dtype, load_llm, load_tokenizer, pick_device, resolve_llm
+from .llm import DEFAULT_BUILD_DTYPE, build_dtype, load_llm, load_tokenizer, pick_device
 from .noun_phrases import make_extractor
 from .queries import chat_prompt, load_query_file
 from .targets import RELEASE as RELEASE_RECIPE
@@ -129,19 +129,16 @@ def _build_cache(dataset: str, classnames: list[str], config: BuildConfig, log: 
     wording = query_file.wording
     clip_choice = configured_templates(config.clip_templates, dataset, CLIP_TEMPLATES_FLAG, ensemble=True)
     clip_templates = recipe_templates(recipe, clip_choice.templates)
-    llm_source = resolve_llm(config.llm)
-    raw_llm_config = read_llm_config_json(llm_source)
-    identity = llm_identity(raw_llm_config, source=llm_source)
-    num_llm_layers = identity["num_hidden_layers"]
+    llm_source = resolve_llm_folder(config.llm)  # its config, weights, tokenizer and model are all read here
+    llm_config = load_llm_config(llm_source)
+    decoder_stack(llm_config)  # a cache the prompt decoder cannot use is refused now, not after the build
+    num_llm_layers = llm_config.num_hidden_layers
     if config.num_layers > num_llm_layers:
         raise ConfigError(f"--num-layers {config.num_layers}: {config.llm} has only {num_llm_layers} layers")
     kept_layers = list(range(num_llm_layers - config.num_layers, num_llm_layers))
-    # A cache the prompt decoder cannot use is refused now, not after the build
-    llm_config = load_llm_config(resolve_llm_folder(llm_source))
-    decoder_stack(llm_config)
     window = min((w for w in layer_windows(llm_config) if w is not None), default=None)
     # the kept layers' weight digests tie the cache to this exact LLM (fine-tunes share the config)
-    identity["layer_sha256"] = {str(i): d for i, d in llm_layer_sha256(llm_source, kept_layers).items()}
+    identity = llm_identity(llm_source, llm_layer_sha256(llm_source, kept_layers))
     device = pick_device(config.device)
     tokenizer = load_tokenizer(llm_source)
     clip = load_clip_arg(config.clip)

@@ -1,23 +1,11 @@
 """Loading the chat LLM and its tokenizer from local files only."""
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 
 from llamp.errors import ConfigError, from_local_files
-from llamp.llm.identity import resolve_llm_folder
-
-
-def resolve_llm(source: str) -> str:
-    """``source`` as ``from_pretrained`` should get it: an absolute folder, or a hub name found in the local cache.
-
-    Raises MissingFileError (one line naming ``--llm``) if neither exists.
-    """
-    resolve_llm_folder(source)
-    expanded = os.path.expanduser(source)
-    return os.path.abspath(expanded) if os.path.isdir(expanded) else source
 
 
 def pick_device(device: str | None) -> torch.device:

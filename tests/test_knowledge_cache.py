@@ -122,14 +122,10 @@ def test_wrong_class_list_names_the_missing_classes(cache_dir):
     assert "2 of 3 class names" in str(err.value) and str(folder) in str(err.value)
 
 
-def test_same_llm_passes_in_every_form(cache_dir, llm):
-    from transformers import AutoConfig
-
+def test_the_same_llm_passes_from_its_folder_or_config_file(cache_dir, llm):
     folder, _, _ = cache_dir
-    with open(os.path.join(llm, "config.json")) as f:
-        raw = json.load(f)
-    for expected in (llm, raw, AutoConfig.from_pretrained(llm)):
-        KnowledgeCache.open(str(folder), expected_llm_config=expected)
+    for source in (llm, os.path.join(llm, "config.json")):
+        KnowledgeCache.open(str(folder), expected_llm=llm_identity(source))
 
 
 @pytest.mark.parametrize("change, field", [({"hidden_size": 32}, "hidden_size"),
@@ -137,14 +133,11 @@ def test_same_llm_passes_in_every_form(cache_dir, llm):
                                            ({"num_key_value_heads": 4}, "num_key_value_heads"),
                                            ({"rms_norm_eps": 1e-6}, "config.json differs")])
 def test_a_different_llm_is_refused(cache_dir, tmp_path, change, field):
-    from transformers import AutoConfig
-
     folder, _, _ = cache_dir
     other = other_llm(tmp_path, "other", **change)
-    for expected in (other, AutoConfig.from_pretrained(other)):
-        with pytest.raises(ConfigError, match=field) as err:
-            KnowledgeCache.open(str(folder), expected_llm_config=expected)
-        assert "another LLM" in str(err.value)
+    with pytest.raises(ConfigError, match=field) as err:
+        KnowledgeCache.open(str(folder), expected_llm=llm_identity(other))
+    assert "another LLM" in str(err.value)
 
 
 def test_config_hash_ignores_how_the_file_was_saved(llm):

@@ -19,6 +19,7 @@ import torch
 from llamp.errors import ConfigError
 from llamp.knowledge_cache.files import DESCRIPTIONS_FILE, METADATA_FILE, kv_file_name
 from llamp.knowledge_cache.reader import KnowledgeCache
+from llamp.llm.identity import llm_identity
 from llm_prompts import generation, kv
 from llm_prompts.__main__ import main
 from llm_prompts.descriptions import read_descriptions
@@ -137,7 +138,7 @@ class Counter:
 def test_build_writes_a_complete_cache(built, tiny_models):
     from vl_datasets import SYNTHETIC_CLASSNAMES
 
-    cache = KnowledgeCache.open(built, expected_llm_config=tiny_models["llm"])
+    cache = KnowledgeCache.open(built, expected_llm=llm_identity(tiny_models["llm"]))
     assert cache.classnames == list(SYNTHETIC_CLASSNAMES)
     assert cache.num_templates == NUM_TEMPLATES and cache.query_templates == query_templates("Synthetic")
     assert cache.layer_indices == [1] and cache.dtype == torch.float32
@@ -403,7 +404,7 @@ def test_a_cache_rebuilt_with_another_clip_works_with_that_clip(built, tmp_path,
     monkeypatch.setattr(kv, "extract_kv", extract)
     assert main(_replace(build_argv(data_root, tiny_models, "--out", out), "--clip", other.source)) == 0
     assert extract.calls == []  # the keys/values do not depend on the CLIP
-    cache = KnowledgeCache.open(out, expected_llm_config=tiny_models["llm"], expected_clip=other)
+    cache = KnowledgeCache.open(out, expected_llm=llm_identity(tiny_models["llm"]), expected_clip=other)
     assert (cache.targets() - before).abs().max() > 1e-2
     with pytest.raises(ConfigError, match="distillation targets were made with the CLIP"):
         KnowledgeCache.open(out, expected_clip=tiny_clip)

@@ -10,7 +10,7 @@ from dassl.metrics import compute_accuracy
 from yacs.config import CfgNode as CN
 
 from llamp.errors import ConfigError
-from llamp.knowledge_cache.files import default_cache_folder
+from llamp.knowledge_cache.files import build_command, default_cache_folder
 from llamp.knowledge_cache.reader import KnowledgeCache
 from llamp.knowledge_cache.staging import KVStager
 from llamp.llm.tail import load_decoder_tail
@@ -64,12 +64,11 @@ class LLaMP(ClipTrainer):
     def open_cache(self, tail, clip) -> KnowledgeCache:
         c = self.trainer_cfg
         folder = c.CACHE_DIR or default_cache_folder(self.dm.dataset.dataset_dir, c.LLM_PATH)
-        build = (f"python -m llm_prompts build --root {self.cfg.DATASET.ROOT} --dataset-config-file "
-                 f"<this dataset's yaml> --llm {c.LLM_PATH} --clip {self.cfg.MODEL.BACKBONE.PATH or '<CLIP>'} "
-                 f"--num-layers {c.NUM_DECODER_LAYERS}")
+        build = build_command(self.cfg.DATASET.ROOT, c.LLM_PATH, self.cfg.MODEL.BACKBONE.PATH or "<CLIP>",
+                              c.NUM_DECODER_LAYERS)
         print(f"Knowledge cache: {folder}")
-        return KnowledgeCache.open(folder, expected_llm_config=tail.config, num_layers=c.NUM_DECODER_LAYERS,
-                                   build_hint=build, expected_layer_sha256=tail.layer_sha256, expected_clip=clip)
+        return KnowledgeCache.open(folder, expected_llm=tail.identity(), num_layers=c.NUM_DECODER_LAYERS,
+                                   build_hint=build, expected_clip=clip)
 
     def build_model(self):
         c = self.trainer_cfg

@@ -39,10 +39,12 @@ MASK_KEY = "attention_mask"
 TARGETS_KEY = "targets"
 # The metadata fields that describe a whole cache (the writer's header; the reader requires them).
 HEADER_FIELDS = ("dataset", "classnames", "query_templates", "llm", "kept_layers", "dtype")
-BUILD_COMMAND_HINT = (
-    "python -m llm_prompts build --root DATA --dataset-config-file configs/datasets/<dataset>.yaml "
-    "--llm <LLM folder> --clip <CLIP folder or file>"
-)
+def build_command(root: str = "DATA", llm: str = "<LLM folder>", clip: str = "<CLIP folder or file>",
+                  num_layers: int | None = None) -> str:
+    """The command that builds a cache, as errors quote it (what is not known stays a placeholder)."""
+    command = (f"python -m llm_prompts build --root {root} --dataset-config-file configs/datasets/<dataset>.yaml "
+               f"--llm {llm} --clip {clip}")
+    return command + (f" --num-layers {num_layers}" if num_layers and num_layers > 1 else "")
 KV_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -14,10 +14,10 @@ import torch
 
 from ..cache_kv import CacheKV
 from ..errors import ConfigError, MissingFileError
-from ..llm.identity import compare_llm_identity, llm_identity
+from ..llm.identity import compare_llm_identity
 from .safetensors_files import (SAFETENSORS_DTYPES, TensorFileReader, check_tensors, file_sha256,
                                  read_safetensors_header)
-from .files import (BUILD_COMMAND_HINT, FORMAT_VERSION, HEADER_FIELDS, KV_DTYPES, MASK_KEY, METADATA_FILE,
+from .files import (build_command, FORMAT_VERSION, HEADER_FIELDS, KV_DTYPES, MASK_KEY, METADATA_FILE,
                     TARGETS_KEY, key_name, read_metadata, value_name)
 
 
@@ -48,17 +48,14 @@ class KnowledgeCache:
     # -- opening and validation
 
     @classmethod
-    def open(cls, folder: str, expected_llm_config: Any = None, num_layers: int | None = None,
+    def open(cls, folder: str, expected_llm: Mapping[str, Any] | None = None, num_layers: int | None = None,
              build_hint: str | None = None, allow_incomplete: bool = False,
-             expected_layer_sha256: Mapping[int, str] | None = None,
              expected_clip: Any = None) -> "KnowledgeCache":
         """Open and validate the cache in ``folder``.
 
-        ``expected_llm_config``: the LLM the cache will be used with (a
-        ``PretrainedConfig``, a raw config.json dict, or the model's folder);
-        shapes, rope settings and the config hash must match.
-        ``expected_layer_sha256``: weight digests of the decoder layers the caller
-        reads (``llm_decoder.layer_sha256``), checked against those recorded at build.
+        ``expected_llm``: the identity (``llamp.llm.identity.llm_identity``) of the
+        LLM the cache will be used with: shapes, rope settings, the config hash and
+        the weight digests of the decoder layers it gives must match those recorded.
         ``expected_clip``: the ``LoadedCLIP`` the caller pairs with the distillation
         targets; its text weights must be the ones that made them.
         ``num_layers``: how many of the last decoder layers the caller needs
@@ -67,7 +64,7 @@ class KnowledgeCache:
         ``allow_incomplete``: open a partial build (for inspection).
         """
         folder = os.path.abspath(os.path.expanduser(folder))
-        hint = build_hint or BUILD_COMMAND_HINT
+        hint = build_hint or build_command()
         meta_path = os.path.join(folder, METADATA_FILE)
         if not os.path.isdir(folder):
             raise MissingFileError(f"knowledge cache folder {folder} not found: build it with {hint}")
@@ -102,17 +99,15 @@ class KnowledgeCache:
             raise ConfigError(f"knowledge cache {folder} keeps the last {kept} decoder layer(s), {num_layers} "
                               f"needed: rebuild it with --num-layers {num_layers}")
 
-        if expected_llm_config is not None:
-            expected = llm_identity(expected_llm_config)
-            if expected_layer_sha256:
-                if not meta["llm"].get("layer_sha256"):
-                    raise ConfigError(f"knowledge cache {folder} records no LLM weight digests (built by an older "
-                                      f"version): rebuild it with {hint}")
-                expected["layer_sha256"] = {str(k): v for k, v in expected_layer_sha256.items()}
-            diff = compare_llm_identity(meta["llm"], expected)
+        if expected_llm is not None:
+            if expected_llm.get("layer_sha256") and not meta["llm"].get("layer_sha256"):
+                raise ConfigError(f"knowledge cache {folder} records no LLM weight digests (built by an older "
+                                  f"version): rebuild it with {hint}")
+            diff = compare_llm_identity(meta["llm"], expected_llm)
             if diff:
-                raise ConfigError(f"knowledge cache {folder} was built with another LLM than {expected['source']} "
-                                  f"({meta['llm'].get('source')}: {diff}); rebuild it with {hint}")
+                raise ConfigError(f"knowledge cache {folder} was built with another LLM than "
+                                  f"{expected_llm['source']} ({meta['llm'].get('source')}: {diff}); rebuild it "
+                                  f"with {hint}")
         if expected_clip is not None and meta.get("targets"):
             made_by = meta["targets"].get("clip") or {}
             embed = expected_clip.model.config.projection_dim

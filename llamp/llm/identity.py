@@ -113,45 +113,24 @@ def config_sha256(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def llm_identity(config: Any, source: str | None = None) -> dict:
-    """What identifies an LLM for a cache: shapes, rope settings and a config hash.
+def llm_identity(source: str, layer_sha256: Mapping[int, str] | None = None) -> dict:
+    """What identifies an LLM for a knowledge cache: its shapes, rope settings, a hash of its ``config.json``
+    and the weight digests of the decoder layers a cache keeps (``layer_sha256``, by layer index;
+    ``llamp.llm.weights``). The one identity the cache build records and training checks (fine-tunes share
+    shapes and config, so the layers' digests tell them apart).
 
-    ``config``: a raw ``config.json`` dict, a path (folder, ``config.json`` or
-    hub name in the local cache), or a transformers ``PretrainedConfig``. The
-    hash (``config_sha256``) needs the raw file; for a ``PretrainedConfig``
-    whose folder cannot be found it is ``None`` and only the fields are compared.
+    ``source``: the LLM's folder, its ``config.json`` or a hub name in the local cache.
     """
-    raw: dict | None
-    if isinstance(config, (str, os.PathLike)):
-        source = source or str(config)
-        raw = read_llm_config_json(str(config))
-        fields = raw
-    elif isinstance(config, Mapping):
-        raw = dict(config)
-        fields = raw
-    elif hasattr(config, "to_dict"):
-        raw = None
-        name_or_path = getattr(config, "_name_or_path", "") or ""
-        if name_or_path:
-            source = source or name_or_path
-            try:
-                raw = read_llm_config_json(name_or_path)
-            except ConfigError:
-                raw = None
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        fields = text_config.to_dict()
-    else:
-        raise TypeError(f"expected an LLM config (dict, path or PretrainedConfig), got {type(config).__name__}")
+    raw = read_llm_config_json(source)
+    fields = raw
     if "hidden_size" not in fields and isinstance(fields.get("text_config"), Mapping):
         fields = fields["text_config"]  # multimodal chat models keep the LLM's config here
-
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads") if k not in fields]
     if missing:
-        raise ConfigError(f"LLM config of {source or 'the given model'} lacks {', '.join(missing)}: "
-                          "not a decoder-only transformer config")
+        raise ConfigError(f"LLM config of {source} lacks {', '.join(missing)}: not a decoder-only transformer config")
     heads = int(fields["num_attention_heads"])
     head_dim = fields.get("head_dim") or int(fields["hidden_size"]) // heads
-    return {
+    identity = {
         "source": source,
         "model_type": fields.get("model_type"),
         "hidden_size": int(fields["hidden_size"]),
@@ -160,8 +139,11 @@ def llm_identity(config: Any, source: str | None = None) -> dict:
         "num_key_value_heads": int(fields.get("num_key_value_heads") or heads),
         "head_dim": int(head_dim),
         "rope": _rope_settings(fields),
-        "config_sha256": config_sha256(raw) if raw is not None else None,
+        "config_sha256": config_sha256(raw),
     }
+    if layer_sha256 is not None:
+        identity["layer_sha256"] = {str(i): digest for i, digest in layer_sha256.items()}
+    return identity
 
 
 def _rope_settings(fields: Mapping[str, Any]) -> dict:

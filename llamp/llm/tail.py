@@ -19,7 +19,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from ..errors import ConfigError
-from .identity import LLM_PATH, load_llm_config, resolve_llm_folder
+from .identity import LLM_PATH, llm_identity, load_llm_config, resolve_llm_folder
 from .weights import layer_sha256, layer_tensor_names, read_tensors, stack_prefix, weight_files
 
 # model_type values whose tiny random models go through build, decoder and training in the tests.
@@ -39,8 +39,12 @@ class DecoderTail:
     layers: nn.ModuleList
     norm: nn.Module
     rotary_emb: nn.Module
-    source: str
+    source: str  # the LLM's folder
     layer_sha256: dict[int, str]
+
+    def identity(self) -> dict:
+        """The LLM's identity (:func:`llamp.llm.identity.llm_identity`) with the digests of these layers."""
+        return llm_identity(self.source, self.layer_sha256)
 
 
 def load_decoder_tail(path: str, num_layers: int, attn_implementation: str = "sdpa") -> DecoderTail:

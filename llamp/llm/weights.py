@@ -12,12 +12,12 @@ import hashlib
 import json
 import os
 import re
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 
 from ..errors import ConfigError, MissingFileError
-from .identity import LLM_PATH, load_llm_config, resolve_llm_folder
+from .identity import LLM_PATH
 
 
 def weight_files(folder: str) -> dict[str, str]:
@@ -81,11 +81,10 @@ def layer_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def llm_layer_sha256(path: str, layers: Iterable[int]) -> dict[int, str]:
-    """:func:`layer_sha256` of the given decoder layers of the LLM at ``path``, read from its shards."""
-    folder = resolve_llm_folder(path)
+def llm_layer_sha256(folder: str, layers: Sequence[int]) -> dict[int, str]:
+    """:func:`layer_sha256` of the given decoder layers of the LLM in ``folder``, read from its shards."""
     files = weight_files(folder)
-    prefix = stack_prefix(list(files), load_llm_config(folder).num_hidden_layers - 1)
+    prefix = stack_prefix(list(files), max(layers))
     digests = {}
     for layer in layers:
         names = layer_tensor_names(files, prefix, layer)
