@@ -3,8 +3,9 @@
 Per class, M learned tokens are decoded by the LLM's last layers over that
 class's knowledge cache (``llm_decoder``) and projected into CLIP's text width
 for each of the first D text layers. The class prompt is laid out as in the
-authors' release (DESIGN.md §2), in ``llamp.class_prompts``'s layout with M
-slots and no suffix, position ids written out:
+authors' release (github.com/zhaohengz/LLaMP, its "suffix" prompt type), in
+``llamp.class_prompts``'s layout with M slots and no suffix, position ids
+written out:
 
     token     <SOT>  ctx_1 .. ctx_4  name_1 .. name_n  llm_1 .. llm_M  <EOT>
     position    0    (carried)       5 .. 4+n          (none)          5+n

@@ -52,7 +52,7 @@ class LeanQuickGELU(nn.Module):
     """CLIP's activation ``x * sigmoid(1.702 x)``, keeping only ``x`` for the backward.
 
     Autograd would also keep the sigmoid, one more tensor of the MLP's width per
-    layer (at real widths and batch 4, 0.17 GiB over both towers); it is
+    layer (what that saves at real widths: README, Performance); it is
     recomputed in the backward instead, an elementwise pass. Same forward.
     """
 

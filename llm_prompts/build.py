@@ -1,4 +1,4 @@
-"""Building one dataset's knowledge cache (DESIGN.md §2, "Offline"), resumably.
+"""Building one dataset's knowledge cache (the README's "1. Knowledge cache"), resumably.
 
 For each query template, in order:
   1. answers: reuse the template's records in ``descriptions.jsonl`` that were

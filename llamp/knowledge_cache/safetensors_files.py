@@ -99,7 +99,7 @@ class TensorFileReader:
 
     A memory map would leave every page it touched in the process's resident
     memory: over a training run every template's rows of the classes get read,
-    up to the whole cache (17 GB for ImageNet's base half). Read this way, the
+    up to the whole cache (its size: README, Performance). Read this way, the
     file's pages stay in the kernel's page cache, shared and outside the
     process; the process holds only the tensors returned. ``header`` comes from
     :func:`read_safetensors_header`, which checked the file's size.
