@@ -28,10 +28,11 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa:
 
 import trainers  # noqa: E402,F401  (registers the trainers)
 import vl_datasets  # noqa: E402,F401  (registers the datasets)
-from llamp.errors import ConfigError, MissingFileError  # noqa: E402
+from llamp.errors import ConfigError, run_command  # noqa: E402
 from trainers.base import ClipTrainer  # noqa: E402
 from trainers.distributed import is_main_process  # noqa: E402
 from trainers.reproducibility import use_deterministic_algorithms  # noqa: E402
+from vl_datasets.common import merge_config_file  # noqa: E402
 
 
 def print_args(args, cfg):
@@ -66,14 +67,6 @@ def reset_cfg(cfg, args):
         cfg.MODEL.HEAD.NAME = args.head
 
 
-def merge_file(cfg, path, flag):
-    if not os.path.isfile(path):
-        raise MissingFileError(f"{flag} {path} does not exist")
-    try:
-        cfg.merge_from_file(path)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(f"{path}: {e}") from None
-
 
 def check_registered(kind, name, registry, source):
     names = sorted(registry.registered_names())
@@ -96,9 +89,9 @@ def setup_cfg(args):
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)
     if args.dataset_config_file:
-        merge_file(cfg, args.dataset_config_file, "--dataset-config-file")
+        merge_config_file(cfg, args.dataset_config_file, "--dataset-config-file")
     if args.config_file:
-        merge_file(cfg, args.config_file, "--config-file")
+        merge_config_file(cfg, args.config_file, "--config-file")
     reset_cfg(cfg, args)
     try:
         cfg.merge_from_list(args.opts)
@@ -172,8 +165,4 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_command(lambda: main(parse_args())))

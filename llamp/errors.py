@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
-from typing import Iterator, Mapping, Sequence
+import sys
+from typing import Callable, Iterator, Mapping, Sequence
 
 
 # What the block being run calls each field (set by :func:`naming`): a config key, a flag.
@@ -71,3 +72,14 @@ def from_local_files(cls, source: str, what: str, fields: Sequence[str] = (), **
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{what} ({first})", fields=fields) from None
+
+
+def run_command(run: Callable[[], object]) -> int:
+    """A command-line tool's exit status: 0 once ``run()`` is done, or 2 after printing a ConfigError as one
+    ``error:`` line (no traceback: the message says what to do)."""
+    try:
+        run()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -188,11 +188,9 @@ class LLaMPModel(PromptLearner):
         """The four loss terms (already weighted) and the logits ``[batch, C]``; ``kv``: one template's cache
         rows for the model's classes."""
         scale = self.scale().float()  # clamps the parameter first, as the release does before each forward
-        text = F.normalize(self.text_features(kv).float(), dim=-1)
-        image = F.normalize(self.image_features(images).float(), dim=-1)
-        teacher = F.normalize(self.teacher_image_features(images).float(), dim=-1)
         c = self.config
-        return self_regulating_losses(text, image, teacher, self.targets, labels,
+        return self_regulating_losses(self.text_features(kv), self.image_features(images),
+                                      self.teacher_image_features(images), self.targets, labels,
                                       scale, c.text_l1_weight, c.image_l1_weight, c.kl_weight)
 
     # ---- inference: the template ensemble ----------------------------------

@@ -24,8 +24,10 @@ def self_regulating_losses(text: torch.Tensor, image: torch.Tensor, frozen_image
                            kl_weight: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The four weighted terms and the prompted logits ``[B, C]``.
 
-    Normalised features: ``text`` and ``targets`` ``[C, e]``, ``image`` and ``frozen_image`` ``[B, e]``.
+    Features as the encoders give them: ``text`` ``[C, e]``, ``image`` and ``frozen_image`` ``[B, e]``
+    (normalised here, in fp32); ``targets`` ``[C, e]`` normalised already (frozen: computed once).
     """
+    text, image, frozen_image = (F.normalize(x.float(), dim=-1) for x in (text, image, frozen_image))
     logits = scale * image @ text.t()  # [B, C]
     frozen_logits = scale * frozen_image @ targets.t()
     kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(frozen_logits, dim=-1),

@@ -26,7 +26,7 @@ import argparse  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 
-from llamp.errors import ConfigError, naming  # noqa: E402
+from llamp.errors import naming, run_command  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,16 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .build import BUILD_FLAGS
 
-    try:
+    def run() -> None:
         with naming(BUILD_FLAGS):  # the library's errors name the LLM and CLIP by field: here they are flags
             if args.command == "build":
                 run_build(args, argv)
             else:
                 run_inspect(args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(run)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ quiet_logs()  # before Dassl is imported
 import argparse  # noqa: E402
 import sys  # noqa: E402
 
-from llamp.errors import ConfigError  # noqa: E402
+from llamp.errors import ConfigError, run_command  # noqa: E402
 
 IMPORT_HELP = """\
 Convert few-shot samples drawn by CoOp, MaPLe or another Dassl-based repository
@@ -71,12 +71,7 @@ def run_import(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run_import(args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: run_import(args))
 
 
 if __name__ == "__main__":

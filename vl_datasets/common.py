@@ -59,20 +59,25 @@ def _checked_subsample(mode: Any) -> str:
     return mode
 
 
+def merge_config_file(cfg: Any, path: str, flag: str) -> None:
+    """Merge the YAML file ``path`` (given by ``flag``) into ``cfg``; a missing or wrong file is one line."""
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{flag} {path} does not exist")
+    try:
+        cfg.merge_from_file(path)
+    except (KeyError, ValueError, AssertionError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
 def dataset_config(root: str, dataset_config_file: str) -> Any:
     """The Dassl cfg a command-line tool needs for one dataset: ``--dataset-config-file`` merged, DATASET.ROOT
     set to ``root``, all classes and all images. Errors name the file."""
     from dassl.config import get_cfg_default
     from dassl.data.datasets import DATASET_REGISTRY
 
-    if not os.path.isfile(dataset_config_file):
-        raise MissingFileError(f"--dataset-config-file {dataset_config_file} does not exist")
     cfg = get_cfg_default()
     add_dataset_config(cfg)
-    try:
-        cfg.merge_from_file(dataset_config_file)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(f"{dataset_config_file}: {e}") from None
+    merge_config_file(cfg, dataset_config_file, "--dataset-config-file")
     cfg.DATASET.ROOT = root
     cfg.DATASET.NUM_SHOTS = -1
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"

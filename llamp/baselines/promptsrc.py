@@ -32,7 +32,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 
@@ -103,11 +102,9 @@ class PromptSRCPromptLearner(CLIPScoredPromptLearner):
     # ---- training ----------------------------------------------------------
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """``ce``, ``text_l1``, ``image_l1`` and ``kl`` (weighted), and the prompted logits ``[batch, C]``."""
-        text = F.normalize(self.text_features().float(), dim=-1)
-        image = F.normalize(self.image_features(images).float(), dim=-1)
-        frozen_image = F.normalize(self.frozen_image_features(images).float(), dim=-1)
         c = self.config
-        return self_regulating_losses(text, image, frozen_image, self.frozen_text_features, labels,
+        return self_regulating_losses(self.text_features(), self.image_features(images),
+                                      self.frozen_image_features(images), self.frozen_text_features, labels,
                                       self.logit_scale, c.text_loss_weight, c.image_loss_weight, c.kl_loss_weight)
 
 
