@@ -32,7 +32,7 @@ from llamp.errors import ConfigError, run_command  # noqa: E402
 from trainers.base import ClipTrainer  # noqa: E402
 from trainers.distributed import is_main_process  # noqa: E402
 from trainers.reproducibility import use_deterministic_algorithms  # noqa: E402
-from vl_datasets.common import merge_config_file  # noqa: E402
+from vl_datasets.config import merge_config_file  # noqa: E402
 
 
 def print_args(args, cfg):

@@ -13,17 +13,8 @@ ignore_pkg_resources_warning()  # before Dassl is imported (its wilds import war
 
 from . import benchmarks, fgvc_aircraft, imagenet, synthetic  # noqa: E402,F401  (registers the classes)
 from .common import (  # noqa: E402
-    SUBSAMPLE_CHOICES,
-    SplitFileDataset,
-    VLDataset,
-    add_dataset_config,
-    check_dataset_config,
-    dataset_config,
-    fewshot_cache_path,
-    read_split,
-    sample_few_shot,
-    subsample_classes,
-)
+    SplitFileDataset, VLDataset, fewshot_cache_path, read_split, sample_few_shot, subsample_classes)
+from .config import SUBSAMPLE_CHOICES, add_dataset_config, check_dataset_config, dataset_config  # noqa: E402
 from .synthetic import SYNTHETIC_CLASSNAMES, write_synthetic_dataset  # noqa: E402
 
 __all__ = [

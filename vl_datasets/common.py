@@ -1,4 +1,4 @@
-"""What every dataset class shares: config keys, file reading, few-shot, base/new.
+"""What every dataset class shares: file reading, few-shot, base/new (its config keys: ``vl_datasets.config``).
 
 Each benchmark class only declares where its files are; reading split files,
 few-shot sampling (with its JSON cache) and base/new subsampling live here,
@@ -17,81 +17,10 @@ from dassl.data.datasets import DatasetBase, Datum
 from llamp.atomic_files import write_json_atomic
 from llamp.errors import ConfigError, MissingFileError
 
-SUBSAMPLE_CHOICES = ("all", "base", "new")
+from .config import check_dataset_config, checked_subsample, dataset_root, subsample_mode
+
 COOP_DATASETS_MD = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 FEWSHOT_FOLDER = "split_fewshot"
-
-
-# ---------------------------------------------------------------- config
-
-
-def add_dataset_config(cfg: Any) -> None:
-    """Add the dataset-owned keys to a Dassl cfg (from ``get_cfg_default()``).
-
-    ``DATASET.SUBSAMPLE_CLASSES``: ``all`` | ``base`` | ``new`` — which half of
-    the classes to keep (base-to-novel protocol). An existing value is kept,
-    so calling this twice does not undo a merge.
-    """
-    if "SUBSAMPLE_CLASSES" not in cfg.DATASET:
-        cfg.DATASET.SUBSAMPLE_CLASSES = "all"
-
-
-def check_dataset_config(cfg: Any) -> None:
-    """Raise ConfigError if a dataset key holds a value the datasets cannot use."""
-    subsample_mode(cfg)
-    shots = cfg.DATASET.NUM_SHOTS
-    if isinstance(shots, bool) or not isinstance(shots, int):
-        raise ConfigError(f"DATASET.NUM_SHOTS must be an integer (-1 for all images), got {shots!r}")
-    if not str(cfg.DATASET.ROOT).strip():
-        raise ConfigError("DATASET.ROOT is empty: set it (--root) to the folder that holds the datasets")
-
-
-def subsample_mode(cfg: Any) -> str:
-    """Return ``cfg.DATASET.SUBSAMPLE_CLASSES``, checked against all/base/new."""
-    return _checked_subsample(cfg.DATASET.get("SUBSAMPLE_CLASSES", "all"))
-
-
-def _checked_subsample(mode: Any) -> str:
-    if mode not in SUBSAMPLE_CHOICES:
-        raise ConfigError(
-            f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}; got {mode!r}"
-        )
-    return mode
-
-
-def merge_config_file(cfg: Any, path: str, flag: str) -> None:
-    """Merge the YAML file ``path`` (given by ``flag``) into ``cfg``; a missing or wrong file is one line."""
-    if not os.path.isfile(path):
-        raise MissingFileError(f"{flag} {path} does not exist")
-    try:
-        cfg.merge_from_file(path)
-    except (KeyError, ValueError, AssertionError) as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def dataset_config(root: str, dataset_config_file: str) -> Any:
-    """The Dassl cfg a command-line tool needs for one dataset: ``--dataset-config-file`` merged, DATASET.ROOT
-    set to ``root``, all classes and all images. Errors name the file."""
-    from dassl.config import get_cfg_default
-    from dassl.data.datasets import DATASET_REGISTRY
-
-    cfg = get_cfg_default()
-    add_dataset_config(cfg)
-    merge_config_file(cfg, dataset_config_file, "--dataset-config-file")
-    cfg.DATASET.ROOT = root
-    cfg.DATASET.NUM_SHOTS = -1
-    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
-    cfg.VERBOSE = False
-    names = sorted(DATASET_REGISTRY.registered_names())
-    if cfg.DATASET.NAME not in names:
-        raise ConfigError(f"unknown dataset {cfg.DATASET.NAME!r} ({dataset_config_file}); registered: "
-                          f"{', '.join(names)}")
-    return cfg
-
-
-def dataset_root(cfg: Any) -> str:
-    """The absolute folder named by ``cfg.DATASET.ROOT`` (``~`` expanded)."""
-    return os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
 
 
 # ---------------------------------------------------------------- files
@@ -245,7 +174,7 @@ def subsample_classes(*splits: list[Datum], subsample: str = "all") -> list[list
     the rest. The same labels are kept in every split and renumbered in
     sorted order; class names are kept. ``all`` returns the splits unchanged.
     """
-    if _checked_subsample(subsample) == "all":
+    if checked_subsample(subsample) == "all":
         return list(splits)
 
     labels = sorted({d.label for d in splits[0]})

@@ -26,7 +26,8 @@ from dassl.data.datasets import DATASET_REGISTRY
 
 from llamp.errors import ConfigError, MissingFileError
 
-from .common import VLDataset, dataset_config, fewshot_cache_path, make_datum, read_datum_lists, write_datum_lists
+from .common import VLDataset, fewshot_cache_path, make_datum, read_datum_lists, write_datum_lists
+from .config import dataset_config
 
 # Where Dassl defines Datum (what pickles record), and the package that re-exports it.
 DATUM_GLOBALS = {("dassl.data.datasets.base_dataset", "Datum"), ("dassl.data.datasets", "Datum")}
