@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from llamp.errors import ConfigError, MissingFileError
+from llamp.errors import ConfigError, MissingFileError, naming
 from llamp.cache_kv import CacheKV
 from llamp.llm.tail import load_decoder_tail
 from llamp.llm_decoder import LLMPromptDecoder, cache_attention_mask
@@ -151,11 +151,14 @@ def test_only_the_needed_tensors_are_read(tiny_models, tmp_path):
     for file in set(weight_map.values()) - needed:
         os.remove(folder / file)
     load_decoder_tail(str(folder), 1)  # works without the embeddings or layer 0
-    with pytest.raises(ConfigError, match="LLM_PATH"):
+    with pytest.raises(ConfigError, match=r"\(llm_path\)"):
         load_decoder_tail(str(folder), 2)  # layer 0's shard is gone
-    with pytest.raises(ConfigError, match="NUM_DECODER_LAYERS"):
+    with pytest.raises(ConfigError, match="num_layers 3 must be in 1..2"):
         load_decoder_tail(tiny_models["llm"], 3)
-    with pytest.raises(MissingFileError, match="LLM_PATH"):
+    with pytest.raises(MissingFileError, match="^llm_path: "):
+        load_decoder_tail(str(tmp_path / "nowhere"), 1)
+    # whoever knows the setting's name (a trainer) has it printed instead of the field
+    with naming({"llm_path": "TRAINER.LLAMP.LLM_PATH"}), pytest.raises(MissingFileError, match="^TRAINER.LLAMP.LLM_PATH: "):
         load_decoder_tail(str(tmp_path / "nowhere"), 1)
 
 
