@@ -26,6 +26,9 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.demo_assets import write_demo  # noqa: E402
+from benchmarks.real_width_assets import real_width_clip, write_real_width_llm  # noqa: E402
+
 
 def state_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
@@ -42,36 +45,6 @@ def checkpoint_vs_full(clip, llm_folder: str, classnames: list[str], config) -> 
     return {"trainable_params": sum(p.numel() for p in trainable),
             "checkpoint_bytes": state_bytes(trainable),  # saved as fp32, trainable only
             "full_state_dict_bytes": state_bytes(full.values())}
-
-
-def write_real_width_llm(folder: str) -> None:
-    """LLaMA-2-7B's config with random weights for layer 31 and the final norm only."""
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm
-
-    config = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5)
-    config.save_pretrained(folder)
-    layer, norm = LlamaDecoderLayer(config, layer_idx=31), LlamaRMSNorm(4096)
-    tensors = {f"model.layers.31.{k}": v.to(torch.bfloat16) for k, v in layer.state_dict().items()}
-    tensors["model.norm.weight"] = norm.weight.detach().to(torch.bfloat16)
-    save_file(tensors, os.path.join(folder, "model.safetensors"))
-
-
-def real_width_clip():
-    from transformers import CLIPConfig, CLIPModel
-
-    from llamp.clip.loading import LoadedCLIP
-    from llamp.clip.tokenizer import build_clip_tokenizer
-
-    config = CLIPConfig(text_config=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8,
-                                         num_hidden_layers=12, hidden_act="quick_gelu", eos_token_id=49407),
-                        vision_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                                           num_hidden_layers=12, image_size=224, patch_size=16,
-                                           hidden_act="quick_gelu"),
-                        projection_dim=512)
-    return LoadedCLIP(CLIPModel(config).eval(), build_clip_tokenizer(), "random ViT-B/16")
 
 
 def run_measured(args: list[str]) -> tuple[float, float, str]:
@@ -95,10 +68,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from llamp.clip.loading import load_clip
     from llamp.model import LLaMPConfig
-    from llamp.tiny.models import write_tiny_models
 
     work = tempfile.mkdtemp(prefix="llamp-footprint-")
-    tiny = write_tiny_models(os.path.join(work, "tiny"), pretrained=False)
+    tiny, data = write_demo(work)
     classnames = [f"class {i}" for i in range(6)]
     demo_config = LLaMPConfig(num_llm_tokens=4, prompt_depth=2, num_visual_prompts=2, visual_prompt_depth=2,
                               lora_layers=(1,))
@@ -113,10 +85,6 @@ def main() -> None:
     for r in results.values():
         r["checkpoint_over_full"] = round(r["checkpoint_bytes"] / r["full_state_dict_bytes"], 4)
 
-    data = os.path.join(work, "data")
-    subprocess.run([sys.executable, "-m", "llm_prompts", "build", "--root", data, "--dataset-config-file",
-                    "configs/datasets/synthetic.yaml", "--llm", tiny["llm"], "--clip", tiny["clip"], "--quiet"],
-                   cwd=REPO, check=True, capture_output=True)
     common = ["--root", data, "--seed", "1", "--dataset-config-file", "configs/datasets/synthetic.yaml",
               "MODEL.BACKBONE.PATH", tiny["clip"]]
     zs = run_measured(["train.py", "--trainer", "ZeroshotCLIP", "--config-file",

@@ -14,14 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from benchmarks.demo_assets import write_demo  # noqa: E402
+from benchmarks.timing import median_seconds  # noqa: E402
+
 TRAINERS = ["CoOp", "CoCoOp", "KgCoOp", "MaPLe", "PromptSRC", "LLaMP"]
 
 
@@ -48,28 +49,21 @@ def time_steps(trainer, steps: int, warmup: int = 3) -> float:
     """Median seconds of one forward_backward (forward, loss, backward, optimiser step)."""
     trainer.set_model_mode("train")
     trainer.num_batches = 10 ** 6  # never the epoch's last batch: no LR step inside the timing
-    batches, times = [], []
+    batches = []
     while len(batches) < steps + warmup:
         batches.extend(trainer.train_loader_x)
-    for i, batch in enumerate(batches[:steps + warmup]):
-        trainer.batch_idx = i
-        start = time.perf_counter()
+    numbered = enumerate(batches)
+
+    def one_step():
+        trainer.batch_idx, batch = next(numbered)
         trainer.forward_backward(batch)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return median_seconds(one_step, steps, warmup)
 
 
 def time_zero_shot(trainer, steps: int, warmup: int = 3) -> float:
-    batch = next(iter(trainer.test_loader))
-    images = batch["img"].to(trainer.device)
-    times = []
-    for i in range(steps + warmup):
-        start = time.perf_counter()
-        trainer.model_inference(images)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    images = next(iter(trainer.test_loader))["img"].to(trainer.device)
+    return median_seconds(lambda: trainer.model_inference(images), steps, warmup)
 
 
 def main() -> None:
@@ -80,14 +74,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from llamp.tiny.models import write_tiny_models
-
     work = tempfile.mkdtemp(prefix="llamp-steps-")
-    tiny = write_tiny_models(os.path.join(work, "tiny"), pretrained=False)
-    data = os.path.join(work, "data")
-    subprocess.run([sys.executable, "-m", "llm_prompts", "build", "--root", data, "--dataset-config-file",
-                    os.path.join(REPO, "configs/datasets/synthetic.yaml"), "--llm", tiny["llm"],
-                    "--clip", tiny["clip"], "--quiet"], cwd=REPO, check=True, capture_output=True)
+    tiny, data = write_demo(work)
     results = {"torch_threads": torch.get_num_threads(), "batch_size": args.batch_size}
     zs = build_trainer("ZeroshotCLIP", data, tiny, work, args.batch_size)
     baseline = time_zero_shot(zs, args.steps)

@@ -24,7 +24,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
@@ -32,14 +31,10 @@ import torch.nn.functional as F
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.footprint import real_width_clip, write_real_width_llm  # noqa: E402
+from benchmarks.real_width_assets import (BATCH, CACHE_LENGTH, DTD_BASE, real_width_clip,  # noqa: E402
+                                          write_real_width_llm)
+from benchmarks.timing import median_seconds  # noqa: E402
 from llamp.clip.tokenizer import CONTEXT_LENGTH  # noqa: E402
-
-# DTD's first 24 classes (its base half), as class names go into prompts.
-DTD_BASE = ["banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked",
-            "crosshatched", "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy", "grid",
-            "grooved", "honeycombed", "interlaced", "knitted", "lacelike", "lined", "marbled"]
-CACHE_LENGTH, BATCH = 96, 4
 
 
 def padded_to_77(model) -> dict[str, torch.Tensor]:
@@ -53,15 +48,6 @@ def padded_to_77(model) -> dict[str, torch.Tensor]:
 def use_layout(model, layout: dict[str, torch.Tensor]) -> None:
     for name, tensor in layout.items():
         setattr(model.prompts, name, tensor)
-
-
-def median_seconds(fn, steps: int) -> float:
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> dict:

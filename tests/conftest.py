@@ -4,6 +4,8 @@ Nothing here reaches the network: the hub is switched off before any
 Hugging Face import, and every model is built from a config: with random
 weights (``tiny_models``), or with the CLIP pre-trained on Synthetic-style
 drawings as the demo's (``pretrained_tiny_models``, for the tests that check learning).
+The data: ``data_root`` (Synthetic), ``synthetic_cache`` (another root: Synthetic and the
+knowledge cache LLaMP trains with) and ``built`` (a cache built in ``data_root`` by the CLI).
 """
 import os
 import sys
@@ -42,6 +44,30 @@ def tiny_clip(tiny_models):
     return load_clip("ViT-B/16", tiny_models["clip"])
 
 
+@pytest.fixture(scope="module")
+def clip(tiny_models):
+    """A CLIP of the test module's own (the prompt learners switch its gradients off)."""
+    from llamp.clip.loading import load_clip
+
+    return load_clip("ViT-B/16", tiny_models["clip"])
+
+
+@pytest.fixture(scope="module")
+def tiny_llm(tiny_models):
+    """The tiny LLM and its tokenizer, loaded as the cache build loads them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llm"], local_files_only=True).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_models["llm"], local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """The data root of the tests that need Synthetic: it draws itself there on first use (the same
+    drawing every time), and few-shot samples are cached there as train.py caches them."""
+    return tmp_path_factory.mktemp("data")
+
+
 @pytest.fixture(scope="session")
 def synthetic_cache(tiny_models, tmp_path_factory):
     """A data root holding Synthetic and its knowledge cache built with the tiny LLM (default location)."""
@@ -53,3 +79,13 @@ def synthetic_cache(tiny_models, tmp_path_factory):
                  "--llm", tiny_models["llm"], "--clip", tiny_models["clip"], "--spacy-model", "none", "--quiet"])
     assert code == 0
     return {"root": str(root), "cache": str(root / "synthetic" / "llamp_cache" / "llm")}
+
+
+@pytest.fixture(scope="session")
+def built(data_root, tiny_models):
+    """A cache built once by ``python -m llm_prompts build`` at its default place in ``data_root``."""
+    from llm_prompts.__main__ import main
+    from llm_prompts_cli import build_argv
+
+    assert main(build_argv(data_root, tiny_models)) == 0
+    return str(data_root / "synthetic" / "llamp_cache" / "llm")

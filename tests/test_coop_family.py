@@ -1,4 +1,5 @@
-"""CoOp, CoCoOp and KgCoOp: the prompt learners in-process on a tiny CLIP, the trainers through train.py."""
+"""CoOp, CoCoOp and KgCoOp: the prompt learners in-process on a tiny CLIP, CoOp's class-specific context
+through its trainer, the reference configs. (What every trainer does alike: test_trainers_common.py.)"""
 import glob
 import os
 import re
@@ -6,7 +7,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from train_cli import REPO, accuracy, as_trainer_names_it, error_line, run_train, training_losses
+from train_cli import REPO, as_trainer_names_it, error_line, in_process_trainer, run_train, train_argv
 
 from llamp.baselines.cocoop import CoCoOp, CoCoOpConfig
 from llamp.baselines.coop import CoOp, CoOpConfig
@@ -16,14 +17,6 @@ from llamp.errors import ConfigError
 CLASSES = ["red circle", "green square", "blue triangle"]  # "red circle": 2 tokens
 TEMPLATE = "a picture of a {}."  # Synthetic's zero-shot template
 TEMPLATE_WORDS = "a picture of a"
-
-
-@pytest.fixture(scope="module")
-def clip(tiny_models):
-    """A CLIP of this module's own (the models here switch its gradients off)."""
-    from llamp.clip.loading import load_clip
-
-    return load_clip("ViT-B/16", tiny_models["clip"])
 
 
 def coop(clip, cls=CoOp, config=None, **fields):
@@ -197,102 +190,31 @@ def test_kgcoop_regulariser_is_zero_exactly_when_the_prompts_are_the_hand_crafte
     assert other_words.losses(images(2), torch.tensor([0, 1]))[0]["kg"].item() > 1e-6
 
 
-# ---- the trainers ---------------------------------------------------------
-TRAINERS = {"CoOp": "COOP", "CoCoOp": "COCOOP", "KgCoOp": "KGCOOP"}
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "data"  # Synthetic is written there once
-
-
-def trainer_args(tiny_models, root, out, trainer, *opts, subset="base", flags=()):
-    return ["--root", str(root), "--seed", "1", "--trainer", trainer,
-            "--dataset-config-file", "configs/datasets/synthetic.yaml",
-            "--config-file", f"configs/trainers/{trainer}/demo.yaml", "--output-dir", str(out), *flags,
-            "MODEL.BACKBONE.PATH", tiny_models["clip"], "DATASET.SUBSAMPLE_CLASSES", subset,
-            "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1", *opts]
-
-
-def in_process_trainer(tiny_models, root, out, trainer, *opts, subset="base"):
-    from dassl.engine import build_trainer
-    from dassl.utils import set_random_seed
-
-    import train
-
-    cfg = train.setup_cfg(train.parse_args(trainer_args(tiny_models, root, out, trainer, *opts, subset=subset)))
-    set_random_seed(1)
-    return build_trainer(cfg)
-
-
-EXPECTED_STATE = {
-    "CoOp": {"prompts.context"},
-    "CoCoOp": {"prompts.context", "meta_net.linear1.weight", "meta_net.linear1.bias",
-               "meta_net.linear2.weight", "meta_net.linear2.bias"},
-    "KgCoOp": {"prompts.context"},
-}
-
-
-@pytest.mark.parametrize("trainer", list(TRAINERS))
-def test_train_on_base_then_evaluate_on_new_through_train_py(tiny_models, data_root, tmp_path, trainer):
-    base = run_train(*trainer_args(tiny_models, data_root, tmp_path / "base", trainer))
-    assert re.search(r"# classes\s+18\b", base.stdout) and accuracy(base.stdout) is not None
-    losses = training_losses(base.stdout)
-    assert len(losses["loss"]) == 2 * (18 * 2 // {"CoOp": 8, "CoCoOp": 1, "KgCoOp": 16}[trainer])  # demo batch sizes
-    if trainer == "KgCoOp":
-        assert "kg" in losses and all(v > 0 for v in losses["kg"])  # demo: "a photo of a" vs "a picture of a"
-    checkpoint = tmp_path / "base" / "prompt_learner" / "model.pth.tar-2"
-    state = torch.load(checkpoint, weights_only=True)["state_dict"]
-    assert set(state) == EXPECTED_STATE[trainer]  # the learned tensors only, class-agnostic
-
-    new = run_train(*trainer_args(tiny_models, data_root, tmp_path / "new", trainer, subset="new", flags=(
-        "--eval-only", "--model-dir", str(tmp_path / "base"), "--load-epoch", "2")))
-    assert re.search(r"# classes\s+18\b", new.stdout) and accuracy(new.stdout) is not None
-    assert f"Load {checkpoint}" in new.stdout
-
-
+# ---- class-specific context through the trainer ---------------------------
 CSC = ("TRAINER.COOP.CSC", "True", "TRAINER.COOP.CTX_INIT", "")  # init words would be refused with CSC
 
 
 def test_class_specific_context_refuses_other_classes(tiny_models, data_root, tmp_path):
-    refused = run_train(*trainer_args(tiny_models, data_root, tmp_path / "init", "CoOp", "TRAINER.COOP.CSC", "True",
-                                      "TRAINER.COOP.CTX_INIT", "a photo of a"), check=False)
+    refused = run_train(*train_argv("CoOp", data_root, tmp_path / "init", tiny_models, "TRAINER.COOP.CSC", "True",
+                                    "TRAINER.COOP.CTX_INIT", "a photo of a"), check=False)
     assert re.fullmatch(r"error: TRAINER.COOP.CSC True with TRAINER.COOP.CTX_INIT 'a photo of a': set "
                         r"TRAINER.COOP.CSC False .* or TRAINER.COOP.CTX_INIT '' for class-specific contexts "
                         r"\(random init\)", error_line(refused))
-    base = in_process_trainer(tiny_models, data_root, tmp_path / "csc", "CoOp", *CSC)
+    base = in_process_trainer("CoOp", data_root, tmp_path / "csc", tiny_models, *CSC)
     assert base.model.prompts.context.shape == (18, 4, 64)
     base.save_model(1, str(tmp_path / "csc"))
-    same = in_process_trainer(tiny_models, data_root, tmp_path / "again", "CoOp", *CSC)
+    same = in_process_trainer("CoOp", data_root, tmp_path / "again", tiny_models, *CSC)
     same.load_model(str(tmp_path / "csc"), epoch=2)  # the classes it was trained on: fine
     assert torch.equal(same.model.prompts.context, base.model.prompts.context)
 
-    new = in_process_trainer(tiny_models, data_root, tmp_path / "new", "CoOp", *CSC, subset="new")
+    new = in_process_trainer("CoOp", data_root, tmp_path / "new", tiny_models, *CSC, subset="new")
     assert new.model.prompts.context.shape == base.model.prompts.context.shape  # same count, other classes
     with pytest.raises(ConfigError, match=r"TRAINER.COOP.CSC is True.*do not transfer"):
         new.load_model(str(tmp_path / "csc"), epoch=2)
 
 
-@pytest.mark.parametrize("trainer,prec", [("CoOp", "amp"), ("CoOp", "fp16"), ("CoCoOp", "fp16"), ("KgCoOp", "amp")])
-def test_half_precisions_train_a_step_on_cpu(tiny_models, data_root, tmp_path, trainer, prec):
-    t = in_process_trainer(tiny_models, data_root, tmp_path, trainer, f"TRAINER.{TRAINERS[trainer]}.PREC", prec)
-    frozen = t.model.text_encoder.final_layer_norm.weight
-    assert frozen.dtype == (torch.float16 if prec == "fp16" else torch.float32)
-    before = t.model.prompts.context.detach().clone()
-    assert before.dtype == torch.float32  # trained tensors stay fp32 for the optimiser
-    t.num_batches, t.batch_idx = 10, 0
-    summary = t.forward_backward(next(iter(t.train_loader_x)))
-    assert torch.isfinite(torch.tensor(summary["loss"]))
-    assert not torch.equal(t.model.prompts.context, before)
-    assert torch.isfinite(t.model_inference(next(iter(t.test_loader))["img"][:4])).all()
-
-
-def test_invalid_precision_names_the_key(tiny_models, data_root, tmp_path):
-    with pytest.raises(ConfigError, match=r"TRAINER.KGCOOP.PREC must be one of .*'fp8'"):
-        in_process_trainer(tiny_models, data_root, tmp_path, "KgCoOp", "TRAINER.KGCOOP.PREC", "fp8")
-
-
 # ---- the reference configs ------------------------------------------------
+TRAINERS = {"CoOp": "COOP", "CoCoOp": "COCOOP", "KgCoOp": "KGCOOP"}  # trainer: its config node
 PUBLISHED = {  # file: (batch, epochs, lr, n_ctx, ctx_init)
     "CoOp/vit_b16_base2new.yaml": (32, 200, 0.002, 4, "a photo of a"),
     "CoOp/vit_b16_base2new_imagenet.yaml": (32, 50, 0.002, 4, "a photo of a"),

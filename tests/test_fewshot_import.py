@@ -5,7 +5,6 @@ Datum objects sampled by Dassl's ``generate_fewshot_dataset`` on the seeded
 global stream, dumped with ``pickle.HIGHEST_PROTOCOL``, with absolute paths
 of "their" dataset folder, which is then moved to where "we" keep it.
 """
-import io
 import json
 import os
 import pickle
@@ -14,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from dataset_files import png, write_pets
 
 from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
@@ -25,31 +24,6 @@ from vl_datasets.__main__ import main
 REPO = Path(__file__).resolve().parents[1]
 PETS_YAML = str(REPO / "configs" / "datasets" / "oxford_pets.yaml")
 IMAGENET_YAML = str(REPO / "configs" / "datasets" / "imagenet.yaml")
-PETS = {0: "abyssinian", 1: "american bulldog", 2: "basset hound"}
-
-_buf = io.BytesIO()
-Image.new("RGB", (8, 8), (10, 200, 30)).save(_buf, format="PNG")
-PNG = _buf.getvalue()
-
-
-def png(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(PNG)
-
-
-def write_pets(root: Path) -> Path:
-    """Oxford Pets in the CoOp layout: images/<class>/<split>_<i>.png and split_zhou_OxfordPets.json."""
-    ds = root / "oxford_pets"
-    split = {}
-    for name, count in (("train", 8), ("val", 6), ("test", 2)):
-        split[name] = []
-        for label, classname in PETS.items():
-            for i in range(count):
-                rel = f"{classname.replace(' ', '_')}/{name}_{i}.png"
-                png(ds / "images" / rel)
-                split[name].append([rel, label, classname])
-    (ds / "split_zhou_OxfordPets.json").write_text(json.dumps(split))
-    return ds
 
 
 def write_imagenet(root: Path) -> Path:

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 from broken_trainers import METHODS
-from train_cli import REPO, accuracy, run_train
+from train_cli import REPO, accuracy, run_train, train_argv
 
 STYLES = ("synthetic", "synthetic_sketch")  # configs/datasets/<name>.yaml
 # Accuracy points over zero-shot on the base classes. Measured gains at seed 1 (README): the smallest is
@@ -39,11 +39,9 @@ def learning_root(pretrained_tiny_models, tmp_path_factory):
 
 
 def base_accuracy(trainer, style, models, root, out, **run_kwargs):
-    proc = run_train("--root", root, "--seed", "1", "--trainer", trainer,
-                     "--dataset-config-file", f"configs/datasets/{style}.yaml",
-                     "--config-file", f"configs/trainers/{trainer}/demo.yaml", "--output-dir", str(out),
-                     "MODEL.BACKBONE.PATH", models["clip"], "TRAINER.LLAMP.LLM_PATH", models["llm"],
-                     "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base", **run_kwargs)
+    """The accuracy of the demo config's run: 16 shots of the base classes, the LLM named for every trainer."""
+    proc = run_train(*train_argv(trainer, root, out, models, dataset=style, shots=16, epochs=None, print_freq=None,
+                                 llm=models["llm"]), **run_kwargs)
     assert re.search(r"# classes\s+18\b", proc.stdout)
     return accuracy(proc.stdout)
 

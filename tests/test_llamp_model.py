@@ -53,7 +53,7 @@ RELEASE_CLASSNAMES = ["cat", "red_circle", "banded gecko lizard", "ring-tailed l
 
 
 def release_text_features(clip, model, decoded):
-    """The release's class text features, built by hand from CLIP's own modules (DESIGN.md §2).
+    """The release's class text features, built by hand from CLIP's own modules.
 
     Per class: <SOT> (token + position 0); the learned context as it is (its
     positions are inside it); the name tokens with their natural positions; the

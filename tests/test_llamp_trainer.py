@@ -1,4 +1,6 @@
-"""The LLaMP trainer through Dassl on Synthetic with the tiny models and a real knowledge cache."""
+"""The LLaMP trainer through Dassl on Synthetic with the tiny models and a real knowledge cache: its schedule,
+checkpoints, memory, DeepSpeed on CPU, and inputs refused before training. (What every trainer does alike:
+test_trainers_common.py.)"""
 import json
 import os
 import re
@@ -7,38 +9,15 @@ import sys
 
 import pytest
 import torch
-from train_cli import accuracy, error_line, free_port, run_train, single_process_launcher_env, training_losses
-
-TINY_RUN = ["DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1"]
-
-
-def llamp_args(tiny_models, data, out, *opts, subset="base", flags=()):
-    return ["--root", data["root"], "--seed", "1", "--trainer", "LLaMP",
-            "--dataset-config-file", "configs/datasets/synthetic.yaml",
-            "--config-file", "configs/trainers/LLaMP/demo.yaml", "--output-dir", str(out), *flags,
-            "MODEL.BACKBONE.PATH", tiny_models["clip"], "TRAINER.LLAMP.LLM_PATH", tiny_models["llm"],
-            "DATASET.SUBSAMPLE_CLASSES", subset, *TINY_RUN, *opts]
-
-
-def in_process_trainer(tiny_models, data, out, seed=1, *opts, config="demo"):
-    """A Dassl trainer built by train.py's own config code, in this process."""
-    from dassl.engine import build_trainer
-    from dassl.utils import set_random_seed
-
-    import train
-
-    args = llamp_args(tiny_models, data, out, *opts)
-    args[args.index("configs/trainers/LLaMP/demo.yaml")] = f"configs/trainers/LLaMP/{config}.yaml"
-    cfg = train.setup_cfg(train.parse_args(args))
-    set_random_seed(seed)
-    return build_trainer(cfg)
+from train_cli import (accuracy, error_line, free_port, in_process_trainer, run_train, single_process_launcher_env,
+                       train_argv, training_losses)
 
 
 def test_reference_schedule_through_the_trainer(tiny_models, synthetic_cache, tmp_path):
     """base2new.yaml's schedule, read from the trainer's own optimiser as training steps it
     (the values of the release: LR 2e-4 / LoRA 2e-5, 20 epochs)."""
     trainer = in_process_trainer(
-        tiny_models, synthetic_cache, tmp_path, 1, "OPTIM.MAX_EPOCH", "20", "DATASET.NUM_SHOTS", "16",
+        "LLaMP", synthetic_cache["root"], tmp_path, tiny_models, "OPTIM.MAX_EPOCH", "20", "DATASET.NUM_SHOTS", "16",
         "TRAINER.LLAMP.PROMPT_DEPTH", "2", "TRAINER.LLAMP.VISUAL_PROMPT_DEPTH", "2", "TRAINER.LLAMP.LORA_LAYERS", "[1]",
         "TRAINER.LLAMP.NUM_LLM_TOKENS", "4", "TRAINER.LLAMP.PREC", "fp32", "TRAINER.LLAMP.DEEPSPEED", "False",
         "DATALOADER.NUM_WORKERS", "0", config="base2new")
@@ -62,21 +41,8 @@ def test_reference_schedule_through_the_trainer(tiny_models, synthetic_cache, tm
         assert lrs[e][0] == (pytest.approx(main, rel=1e-3), pytest.approx(lora, rel=1e-3)), e
 
 
-def test_base_training_then_new_classes_through_train_py(tiny_models, synthetic_cache, tmp_path):
-    base = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "base"))
-    assert re.search(r"# classes\s+18\b", base.stdout) and accuracy(base.stdout) is not None
-    assert set(training_losses(base.stdout)) >= {"loss", "ce", "text_l1", "image_l1", "kl"}
-    checkpoint = tmp_path / "base" / "llamp" / "model.pth.tar-2"
-    assert checkpoint.is_file()
-
-    new = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "new", subset="new", flags=(
-        "--eval-only", "--model-dir", str(tmp_path / "base"), "--load-epoch", "2")))
-    assert re.search(r"# classes\s+18\b", new.stdout) and accuracy(new.stdout) is not None
-    assert "model.pth.tar-2" in new.stdout
-
-
 def test_checkpoint_round_trip_gives_identical_logits(tiny_models, synthetic_cache, tmp_path):
-    trainer = in_process_trainer(tiny_models, synthetic_cache, tmp_path / "run")
+    trainer = in_process_trainer("LLaMP", synthetic_cache["root"], tmp_path / "run", tiny_models)
     trainer.train()
     batch = next(iter(trainer.test_loader))
     images = batch["img"][:8]
@@ -89,7 +55,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tiny_models, synthetic_cac
     assert set(state["state_dict"]) == trainable  # trainable tensors only: no CLIP, no frozen LLM weights
     assert "TRAINER" in state["config"]
 
-    fresh = in_process_trainer(tiny_models, synthetic_cache, tmp_path / "eval", seed=2)
+    fresh = in_process_trainer("LLaMP", synthetic_cache["root"], tmp_path / "eval", tiny_models, rng_seed=2)
     fresh.set_model_mode("eval")
     fresh.eval_text_features = fresh.template_text_features()
     assert not torch.equal(fresh.model_inference(images), expected)  # a different initialisation
@@ -115,7 +81,7 @@ def test_model_memory_does_not_grow_with_the_number_of_templates(tiny_models, sy
 
     sizes, loaded = {}, {}
     for name, cache_dir in (("eleven", synthetic_cache["cache"]), ("two", str(small))):
-        trainer = in_process_trainer(tiny_models, synthetic_cache, tmp_path / name, 1,
+        trainer = in_process_trainer("LLaMP", synthetic_cache["root"], tmp_path / name, tiny_models,
                                      "TRAINER.LLAMP.CACHE_DIR", cache_dir)
         requested = []
         original = trainer.cache.kv
@@ -131,9 +97,10 @@ def test_model_memory_does_not_grow_with_the_number_of_templates(tiny_models, sy
 
 
 def test_deepspeed_on_cpu_matches_plain_pytorch_and_runs_on_two_processes(tiny_models, synthetic_cache, tmp_path):
-    plain = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "plain"))
+    root = synthetic_cache["root"]
+    plain = run_train(*train_argv("LLaMP", root, tmp_path / "plain", tiny_models))
     assert "DeepSpeed on" not in plain.stdout
-    single = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "ds1", "TRAINER.LLAMP.DEEPSPEED", "True"),
+    single = run_train(*train_argv("LLaMP", root, tmp_path / "ds1", tiny_models, "TRAINER.LLAMP.DEEPSPEED", "True"),
                        env=single_process_launcher_env())
     assert "DeepSpeed on cpu (rank 0 of 1)" in single.stdout
     ours, theirs = training_losses(single.stdout), training_losses(plain.stdout)
@@ -142,7 +109,7 @@ def test_deepspeed_on_cpu_matches_plain_pytorch_and_runs_on_two_processes(tiny_m
         assert ours[name] == pytest.approx(theirs[name], abs=2e-4), name  # printed with 4 decimals
     assert accuracy(single.stdout) == accuracy(plain.stdout)
 
-    two = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "ds2", "TRAINER.LLAMP.DEEPSPEED", "True"),
+    two = run_train(*train_argv("LLaMP", root, tmp_path / "ds2", tiny_models, "TRAINER.LLAMP.DEEPSPEED", "True"),
                     launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                               "--master_port", str(free_port())))
     assert "rank 0 of 2" in two.stdout and "rank 1 of 2" in two.stdout
@@ -155,8 +122,8 @@ def test_deepspeed_on_cpu_matches_plain_pytorch_and_runs_on_two_processes(tiny_m
 
 
 def test_deepspeed_without_cuda_or_launcher_says_what_happens(tiny_models, synthetic_cache, tmp_path):
-    proc = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "note", "TRAINER.LLAMP.DEEPSPEED", "True",
-                                 "OPTIM.MAX_EPOCH", "1"))
+    proc = run_train(*train_argv("LLaMP", synthetic_cache["root"], tmp_path / "note", tiny_models,
+                                 "TRAINER.LLAMP.DEEPSPEED", "True", "OPTIM.MAX_EPOCH", "1"))
     assert "CUDA is not available: training with plain PyTorch on CPU" in proc.stdout
 
 
@@ -176,7 +143,8 @@ def other_clip(tmp_path):
 
 def test_bad_inputs_are_caught_before_training(tiny_models, synthetic_cache, tmp_path, other_clip):
     def fails(*opts):
-        proc = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "bad", *opts), check=False)
+        proc = run_train(*train_argv("LLaMP", synthetic_cache["root"], tmp_path / "bad", tiny_models, *opts),
+                         check=False)
         assert "epoch [" not in proc.stdout
         return error_line(proc)
 
@@ -217,7 +185,7 @@ def test_a_cache_is_refused_with_other_weights_of_the_same_shapes(tiny_models, s
         assert json.load(a) == json.load(b)  # only the weights differ
 
     def fails(*opts):
-        proc = run_train(*llamp_args(tiny_models, synthetic_cache, tmp_path / "bad", *opts,
+        proc = run_train(*train_argv("LLaMP", synthetic_cache["root"], tmp_path / "bad", tiny_models, *opts,
                                      "TRAINER.LLAMP.CACHE_DIR", synthetic_cache["cache"]), check=False)
         assert "epoch [" not in proc.stdout
         return error_line(proc)
@@ -227,21 +195,3 @@ def test_a_cache_is_refused_with_other_weights_of_the_same_shapes(tiny_models, s
     assert tiny_models["clip"] in line and "llm_prompts build" in line
     line = fails("TRAINER.LLAMP.LLM_PATH", str(llm))
     assert "weights of decoder layer 1 differ" in line and str(llm) in line and "llm_prompts build" in line
-
-
-@pytest.mark.parametrize("precision", ["bf16", "amp"])
-def test_half_precision_steps_and_evaluates(tiny_models, synthetic_cache, tmp_path, precision):
-    """bf16: frozen weights in bf16 (trained tensors stay fp32); amp: fp32 weights. Both under bf16 autocast."""
-    trainer = in_process_trainer(tiny_models, synthetic_cache, tmp_path, 1, "TRAINER.LLAMP.PREC", precision)
-    frozen = {p.dtype for p in trainer.model.parameters() if not p.requires_grad}
-    assert frozen == ({torch.bfloat16} if precision == "bf16" else {torch.float32})
-    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
-    trainer.num_batches, trainer.batch_idx = 10, 0
-    before = trainer.model.decoder.tokens.detach().clone()
-    summary = trainer.forward_backward(next(iter(trainer.train_loader_x)))
-    assert all(torch.isfinite(torch.tensor(v)) for v in summary.values())
-    assert not torch.equal(before, trainer.model.decoder.tokens)
-    trainer.set_model_mode("eval")
-    trainer.eval_text_features = trainer.template_text_features()
-    probs = trainer.model_inference(next(iter(trainer.test_loader))["img"][:4])
-    assert torch.allclose(probs.float().sum(-1), torch.ones(4), atol=1e-2)

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from train_cli import as_trainer_names_it
+from train_cli import as_trainer_names_it, in_process_trainer
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from llamp.errors import ConfigError
@@ -29,11 +29,6 @@ QUERIES = {"_chat": {"system": "You are a helpful assistant.", "user_prefix": "I
                      "answer_start": "The {} appears as"},
            "default": ["describe the distinctive appearance of a {}.", "what does a {} look like?"]}
 M = 3  # learned tokens in the decode checks
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("family_data")  # Synthetic draws itself here on first use
 
 
 @pytest.fixture(scope="module")
@@ -77,18 +72,6 @@ def uncropped_kv(model, ids):
     cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
     n = model.config.num_hidden_layers
     return [cache.layers[i].keys for i in range(n)], [cache.layers[i].values for i in range(n)]
-
-
-def llamp_trainer(tiny_models, root, out, llm, cache_dir):
-    from dassl.engine import build_trainer
-
-    import train
-
-    args = ["--root", str(root), "--seed", "1", "--trainer", "LLaMP", "--dataset-config-file", SYNTHETIC_YAML,
-            "--config-file", "configs/trainers/LLaMP/demo.yaml", "--output-dir", str(out),
-            "MODEL.BACKBONE.PATH", tiny_models["clip"], "TRAINER.LLAMP.LLM_PATH", llm,
-            "TRAINER.LLAMP.CACHE_DIR", cache_dir, "DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base"]
-    return build_trainer(train.setup_cfg(train.parse_args(args)))
 
 
 def test_every_tested_family_has_a_tiny_model():
@@ -135,7 +118,8 @@ def test_family_builds_a_cache_decodes_it_exactly_and_trains(family, tiny_models
         assert (decoded - full).abs().max() < 1e-5
 
     # 4. one LLaMP training step on the cache (the last layer copied)
-    trainer = llamp_trainer(tiny_models, data_root, tmp_path / "run", llm, cache_dir)
+    trainer = in_process_trainer("LLaMP", data_root, tmp_path / "run", tiny_models,
+                                 "TRAINER.LLAMP.CACHE_DIR", cache_dir, llm=llm, epochs=None, print_freq=None)
     params = dict(trainer.model.decoder.named_parameters())
     before = {name: params[name].detach().clone() for name in ("tokens", "layers.0.self_attn.q_proj.weight",
                                                                  "layers.0.self_attn.k_proj.weight")}

@@ -1,4 +1,5 @@
-"""MaPLe and PromptSRC: end to end through train.py, and what distinguishes each method.
+"""MaPLe and PromptSRC: what distinguishes each method. (What every trainer does alike, end to end through
+train.py included: test_trainers_common.py.)
 
 MaPLe: vision prompts are maps of the text prompts (coupling), and identity-like
 settings reproduce frozen CLIP. PromptSRC: each loss term equals a direct
@@ -12,7 +13,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from train_cli import accuracy, as_trainer_names_it, run_train, training_losses
+from train_cli import as_trainer_names_it, in_process_trainer
 
 from llamp.baselines.maple import MaPLeConfig, MaPLePromptLearner
 from llamp.baselines.promptsrc import GaussianPromptAggregation, PromptSRCConfig, PromptSRCPromptLearner, gpa_weights
@@ -23,65 +24,12 @@ import trainers  # noqa: F401  (registers the trainers)
 from llamp.errors import ConfigError, naming
 from llamp.prompted_clip import PromptedVisionEncoder
 
-TINY_RUN = ["DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "1"]
 TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "a {} on a plain background."]
 CLASSES = ["red circle", "green square", "blue triangle"]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("data"))  # Synthetic draws itself here on first use
-
-
-@pytest.fixture(scope="module")
-def clip(tiny_models):
-    """A CLIP of this module's own (the prompt learners switch its gradients off)."""
-    from llamp.clip.loading import load_clip
-
-    return load_clip("ViT-B/16", tiny_models["clip"])
-
-
-def train_args(trainer, tiny_models, root, out, *opts, subset="base", flags=()):
-    return ["--root", root, "--seed", "1", "--trainer", trainer,
-            "--dataset-config-file", "configs/datasets/synthetic.yaml",
-            "--config-file", f"configs/trainers/{trainer}/demo.yaml", "--output-dir", str(out), *flags,
-            "MODEL.BACKBONE.PATH", tiny_models["clip"], "DATASET.SUBSAMPLE_CLASSES", subset, *TINY_RUN, *opts]
-
-
-def in_process_trainer(trainer, tiny_models, root, out, *opts):
-    """A Dassl trainer built by train.py's own config code, in this process."""
-    from dassl.engine import build_trainer
-    from dassl.utils import set_random_seed
-
-    import train
-
-    cfg = train.setup_cfg(train.parse_args(train_args(trainer, tiny_models, root, out, *opts)))
-    set_random_seed(1)
-    return build_trainer(cfg)
-
-
 def images(n=3, seed=0):
     return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
-
-
-# ---- end to end ---------------------------------------------------------------
-@pytest.mark.parametrize("trainer, losses", [("MaPLe", {"loss", "acc"}),
-                                             ("PromptSRC", {"loss", "ce", "text_l1", "image_l1", "kl", "acc"})])
-def test_train_on_base_then_evaluate_new_through_train_py(trainer, losses, tiny_models, data_root, tmp_path):
-    base = run_train(*train_args(trainer, tiny_models, data_root, tmp_path / "base"))
-    assert re.search(r"# classes\s+18\b", base.stdout) and accuracy(base.stdout) is not None
-    assert set(training_losses(base.stdout)) == losses
-    batch = {"MaPLe": 4, "PromptSRC": 8}[trainer]  # the demo configs'
-    assert len(training_losses(base.stdout)["loss"]) == 2 * (36 // batch)  # 36 images, 2 epochs
-    assert (tmp_path / "base" / "prompt_learner" / "model.pth.tar-2").is_file()
-    if trainer == "PromptSRC":  # the aggregated prompts are in place before the last save and the test
-        gpa = base.stdout.index("Gaussian-weighted prompts")
-        assert gpa < base.stdout.index("model.pth.tar-2") < base.stdout.rindex("* accuracy")
-
-    new = run_train(*train_args(trainer, tiny_models, data_root, tmp_path / "new", subset="new", flags=(
-        "--eval-only", "--model-dir", str(tmp_path / "base"), "--load-epoch", "2")))
-    assert re.search(r"# classes\s+18\b", new.stdout) and accuracy(new.stdout) is not None
-    assert "model.pth.tar-2" in new.stdout and "epoch [" not in new.stdout
 
 
 # ---- MaPLe ----------------------------------------------------------------------
@@ -224,7 +172,7 @@ def test_promptsrc_saves_and_evaluates_the_gaussian_weighted_prompts(tiny_models
     out = tmp_path / "run"
     opts = ("OPTIM.MAX_EPOCH", "3", "TRAINER.PROMPTSRC.GPA_MEAN", "2", "TRAINER.PROMPTSRC.GPA_STD", "1",
             "TRAIN.CHECKPOINT_FREQ", "1")
-    trainer = in_process_trainer("PromptSRC", tiny_models, data_root, out, *opts)
+    trainer = in_process_trainer("PromptSRC", data_root, out, tiny_models, *opts)
 
     def prompts_now():
         return {k: p.detach().clone() for k, p in trainer.model.named_parameters() if p.requires_grad}
@@ -238,7 +186,7 @@ def test_promptsrc_saves_and_evaluates_the_gaussian_weighted_prompts(tiny_models
         add(epoch, tensors)
 
     trainer.gpa.add = record_and_add
-    # what after_train evaluates (the evaluation itself is checked end to end above)
+    # what after_train evaluates (the evaluation itself is checked end to end in test_trainers_common.py)
     trainer.test = lambda *a: tested.append(prompts_now())
     trainer.train()
 
@@ -258,7 +206,7 @@ def test_promptsrc_saves_and_evaluates_the_gaussian_weighted_prompts(tiny_models
 
     # Resuming after epoch 2 restores the running aggregate saved next to that checkpoint.
     (out / "prompt_learner" / "checkpoint").write_text("model.pth.tar-2\n")
-    resumed = in_process_trainer("PromptSRC", tiny_models, data_root, out, *opts)
+    resumed = in_process_trainer("PromptSRC", data_root, out, tiny_models, *opts)
     assert resumed.resume_model_if_exist(str(out)) == 2
     assert sorted(resumed.gpa.epochs) == [0, 1]
     partial = resumed.gpa.aggregate()
@@ -277,29 +225,7 @@ def test_gpa_without_every_epoch_renormalises_over_those_seen():
         gpa.add(2, {"p": torch.tensor([3.0])})
 
 
-# ---- precision ---------------------------------------------------------------------
-@pytest.mark.parametrize("trainer", ["MaPLe", "PromptSRC"])
-@pytest.mark.parametrize("prec", ["amp", "fp16"])
-def test_half_precisions_run_a_training_step_on_cpu(trainer, prec, tiny_models, data_root, tmp_path):
-    t = in_process_trainer(trainer, tiny_models, data_root, tmp_path, f"TRAINER.{trainer.upper()}.PREC", prec)
-    trainable = {k: p.detach().clone() for k, p in t.model.named_parameters() if p.requires_grad}
-    frozen = [p for p in t.model.parameters() if not p.requires_grad]
-    assert {p.dtype for p in frozen} == {torch.float16 if prec == "fp16" else torch.float32}
-    t.num_batches, t.batch_idx = 10, 0
-    summary = t.forward_backward(next(iter(t.train_loader_x)))
-    assert math.isfinite(summary["loss"])
-    after = dict(t.model.named_parameters())
-    assert all(after[k].dtype == torch.float32 for k in trainable)  # the optimiser keeps fp32 prompts
-    assert any(not torch.equal(after[k], v) for k, v in trainable.items())
-
-
-@pytest.mark.parametrize("trainer", ["MaPLe", "PromptSRC"])
-def test_invalid_precision_is_a_config_error_naming_the_key(trainer, tiny_models, data_root, tmp_path):
-    key = f"TRAINER.{trainer.upper()}.PREC"
-    with pytest.raises(ConfigError, match=re.escape(key)):
-        in_process_trainer(trainer, tiny_models, data_root, tmp_path, key, "fp8")
-
-
+# ---- the reference configs ----------------------------------------------------------
 def test_reference_configs_merge_and_build_the_documented_settings():
     import train
 

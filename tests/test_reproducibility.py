@@ -6,31 +6,19 @@ import shutil
 
 import pytest
 import torch
-from train_cli import run_train, single_process_launcher_env
+from train_cli import run_train, single_process_launcher_env, train_argv
 
 from trainers.checkpoint import LATEST_FILE, epoch_file_name
 
 EPOCHS = 3
-# trainer: (its checkpoint folder, the config key naming its LLM if it has one)
-TRAINERS = {
-    "LLaMP": ("llamp", ["TRAINER.LLAMP.LLM_PATH"]),
-    "CoOp": ("prompt_learner", []),
-}
-
-
-def args(tiny_models, root, out, trainer, *opts, seed=1, flags=()):
-    folder, needs_llm = TRAINERS[trainer]
-    extra = [needs_llm[0], tiny_models["llm"]] if needs_llm else []
-    return ["--root", str(root), "--seed", str(seed), "--trainer", trainer,
-            "--dataset-config-file", "configs/datasets/synthetic.yaml",
-            "--config-file", f"configs/trainers/{trainer}/demo.yaml", "--output-dir", str(out), *flags,
-            "MODEL.BACKBONE.PATH", tiny_models["clip"], *extra, "DATASET.SUBSAMPLE_CLASSES", "base",
-            "DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", str(EPOCHS), "TRAIN.CHECKPOINT_FREQ", "1",
-            "TEST.NO_TEST", "True", *opts]
+TRAINERS = {"LLaMP": "llamp", "CoOp": "prompt_learner"}  # trainer: its checkpoint folder
+# Every run: 4 shots of the base classes, a checkpoint each epoch and no evaluation (the runs compare weights).
+RUN = dict(shots=4, epochs=EPOCHS, print_freq=None)
+EACH_EPOCH = ("TRAIN.CHECKPOINT_FREQ", "1", "TEST.NO_TEST", "True")
 
 
 def final_weights(out, trainer, epoch=EPOCHS):
-    folder = TRAINERS[trainer][0]
+    folder = TRAINERS[trainer]
     return torch.load(os.path.join(out, folder, epoch_file_name(epoch)), weights_only=True)["state_dict"]
 
 
@@ -42,7 +30,7 @@ def assert_identical(a, b):
 
 def kill_after(out, trainer, epoch):
     """Leave ``out`` as a run killed right after saving epoch ``epoch`` would have left it."""
-    folder = os.path.join(out, TRAINERS[trainer][0])
+    folder = os.path.join(out, TRAINERS[trainer])
     for name in os.listdir(folder):
         if name.startswith("model.pth.tar-") and int(name.rsplit("-", 1)[1]) > epoch:
             os.remove(os.path.join(folder, name))
@@ -63,29 +51,30 @@ def fresh_root(synthetic_cache, tmp_path):
 def test_same_seed_same_weights_cache_workers_and_resume(tiny_models, fresh_root, tmp_path, trainer):
     fewshot = fresh_root / "synthetic" / "split_fewshot"
     drawn = tmp_path / "drawn"
-    run_train(*args(tiny_models, fresh_root, drawn, trainer))  # draws the few-shot sample and caches it
+    run_train(*train_argv(trainer, fresh_root, drawn, tiny_models, *EACH_EPOCH, **RUN))  # draws the sample, caches it
     assert any(fewshot.iterdir())
     reference = final_weights(drawn, trainer)
 
     read = tmp_path / "read"
-    run_train(*args(tiny_models, fresh_root, read, trainer))  # reads the cached sample
+    run_train(*train_argv(trainer, fresh_root, read, tiny_models, *EACH_EPOCH, **RUN))  # reads the cached sample
     assert_identical(final_weights(read, trainer), reference)
 
     workers = tmp_path / "workers"
-    run_train(*args(tiny_models, fresh_root, workers, trainer, "DATALOADER.NUM_WORKERS", "2"))
+    run_train(*train_argv(trainer, fresh_root, workers, tiny_models, *EACH_EPOCH, "DATALOADER.NUM_WORKERS", "2",
+                          **RUN))
     assert_identical(final_weights(workers, trainer), reference)
 
     # Killed after epoch 1 (its files as such a run leaves them), then started again: auto-resume.
     resumed = tmp_path / "resumed"
     shutil.copytree(drawn, resumed)
     kill_after(resumed, trainer, 1)
-    proc = run_train(*args(tiny_models, fresh_root, resumed, trainer))
+    proc = run_train(*train_argv(trainer, fresh_root, resumed, tiny_models, *EACH_EPOCH, **RUN))
     assert "Resuming from epoch 1" in proc.stdout
     assert_identical(final_weights(resumed, trainer), reference)
 
     # The runs differ from another seed's: the comparison can fail.
     other = tmp_path / "other"
-    run_train(*args(tiny_models, fresh_root, other, trainer, seed=2))
+    run_train(*train_argv(trainer, fresh_root, other, tiny_models, *EACH_EPOCH, seed=2, **RUN))
     assert any(not torch.equal(v, reference[k]) for k, v in final_weights(other, trainer).items())
 
 
@@ -98,7 +87,8 @@ def test_few_shot_sample_through_train_py_is_the_ecosystems(tiny_models, fresh_r
     import trainers
     import vl_datasets  # noqa: F401  (registers the datasets)
 
-    run_train(*args(tiny_models, fresh_root, tmp_path / "run", "CoOp", "OPTIM.MAX_EPOCH", "1"))
+    run_train(*train_argv("CoOp", fresh_root, tmp_path / "run", tiny_models, *EACH_EPOCH, "OPTIM.MAX_EPOCH", "1",
+                          **RUN))
     written = list((fresh_root / "synthetic" / "split_fewshot").iterdir())
     assert [p.name for p in written] == ["shot_4-seed_1.json"]
     stored = json.loads(written[0].read_text())
@@ -122,14 +112,16 @@ def test_deepspeed_resume_continues_from_the_restored_state(tiny_models, fresh_r
     run ends. (The engine must start from the restored weights, and its optimiser state must come back.)"""
     deepspeed = ("TRAINER.LLAMP.DEEPSPEED", "True")
     whole = tmp_path / "whole"
-    proc = run_train(*args(tiny_models, fresh_root, whole, "LLaMP", *deepspeed), env=single_process_launcher_env())
+    proc = run_train(*train_argv("LLaMP", fresh_root, whole, tiny_models, *EACH_EPOCH, *deepspeed, **RUN),
+                     env=single_process_launcher_env())
     assert "DeepSpeed on cpu" in proc.stdout
     assert os.path.isdir(whole / "llamp" / "deepspeed" / epoch_file_name(1))
 
     resumed = tmp_path / "resumed"
     shutil.copytree(whole, resumed)
     kill_after(resumed, "LLaMP", 1)
-    proc = run_train(*args(tiny_models, fresh_root, resumed, "LLaMP", *deepspeed), env=single_process_launcher_env())
+    proc = run_train(*train_argv("LLaMP", fresh_root, resumed, tiny_models, *EACH_EPOCH, *deepspeed, **RUN),
+                     env=single_process_launcher_env())
     assert_identical(final_weights(resumed, "LLaMP"), final_weights(whole, "LLaMP"))
     assert "Resuming from epoch 1" in proc.stdout and "optimiser state and fp32 master weights restored" in proc.stdout
 
@@ -151,9 +143,9 @@ def test_deepspeed_precision_follows_prec_and_eval_only_builds_no_engine(tiny_mo
     assert read_deepspeed_config(cfg.TRAINER.LLAMP.DEEPSPEED_CONFIG, cfg, "cpu")["bf16"]["enabled"] is False
 
     trained = tmp_path / "trained"
-    run_train(*args(tiny_models, fresh_root, trained, "LLaMP", "OPTIM.MAX_EPOCH", "1"))
-    proc = run_train(*args(tiny_models, fresh_root, tmp_path / "eval", "LLaMP", "TRAINER.LLAMP.DEEPSPEED", "True",
-                           "TEST.NO_TEST", "False",
-                           flags=("--eval-only", "--model-dir", str(trained), "--load-epoch", "1")),
+    run_train(*train_argv("LLaMP", fresh_root, trained, tiny_models, *EACH_EPOCH, "OPTIM.MAX_EPOCH", "1", **RUN))
+    proc = run_train(*train_argv("LLaMP", fresh_root, tmp_path / "eval", tiny_models, *EACH_EPOCH,
+                                 "TRAINER.LLAMP.DEEPSPEED", "True", "TEST.NO_TEST", "False",
+                                 flags=("--eval-only", "--model-dir", str(trained), "--load-epoch", "1"), **RUN),
                      env=single_process_launcher_env())
     assert "accuracy" in proc.stdout and "DeepSpeed on" not in proc.stdout

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from train_cli import accuracy, error_line, run_train
+from train_cli import ZERO_SHOT_EVAL, accuracy, error_line, in_process_trainer, run_train, train_argv
 
 from llamp.errors import ConfigError, MissingFileError
 from llamp.templates import configured_templates, zero_shot_templates
@@ -20,11 +20,7 @@ RELEASE_STYLE = {
     "default": ["a photo of a {}."],
 }
 GENERIC = ["a bad photo of a {}.", "a sculpture of a {}.", "a rendering of a {}.", "itap of a {}."]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("data"))  # Synthetic draws itself here on first use
+AS_CONFIGURED = dict(subset=None, epochs=None, print_freq=None)  # the trainers on every class (2 shots)
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +76,6 @@ def test_bad_settings_are_one_line_errors_naming_the_key(tmp_path):
 
 
 # ---- the trainers -----------------------------------------------------------
-def trainer_args(trainer, tiny_models, root, out, *opts):
-    return ["--root", root, "--seed", "1", "--trainer", trainer,
-            "--dataset-config-file", "configs/datasets/synthetic.yaml",
-            "--config-file", f"configs/trainers/{trainer}/demo.yaml", "--output-dir", str(out),
-            "MODEL.BACKBONE.PATH", tiny_models["clip"], "DATASET.NUM_SHOTS", "2", *opts]
-
-
-def in_process_trainer(trainer, tiny_models, root, out, *opts):
-    from dassl.engine import build_trainer
-
-    import train
-
-    return build_trainer(train.setup_cfg(train.parse_args(trainer_args(trainer, tiny_models, root, out, *opts))))
-
-
 def clip_sentence_features(clip, templates, classnames):
     """Renormalised mean over templates of normalised CLIP text features ``[C, embed]``."""
     per_template = [F.normalize(clip.encode_text([t.format(c) for c in classnames]).float(), dim=-1)
@@ -104,42 +85,43 @@ def clip_sentence_features(clip, templates, classnames):
 
 @torch.no_grad()
 def test_zero_shot_clip_uses_the_configured_templates(tiny_models, tiny_clip, data_root, tmp_path, template_files):
-    ours = in_process_trainer("ZeroshotCLIP", tiny_models, data_root, tmp_path / "ours")
+    ours = in_process_trainer("ZeroshotCLIP", data_root, tmp_path / "ours", tiny_models, **AS_CONFIGURED)
     classnames = list(ours.dm.dataset.classnames)
     assert ours.templates.templates == zero_shot_templates("Synthetic")
     assert torch.allclose(ours.text_features, clip_sentence_features(tiny_clip, zero_shot_templates("Synthetic"),
                                                                      classnames), atol=1e-5)
-    theirs = in_process_trainer("ZeroshotCLIP", tiny_models, data_root, tmp_path / "theirs",
-                                "TRAINER.ZEROSHOTCLIP.TEMPLATES", template_files["per_dataset"])
+    theirs = in_process_trainer("ZeroshotCLIP", data_root, tmp_path / "theirs", tiny_models,
+                                "TRAINER.ZEROSHOTCLIP.TEMPLATES", template_files["per_dataset"], **AS_CONFIGURED)
     expected = clip_sentence_features(tiny_clip, RELEASE_STYLE["Synthetic"], classnames)
     assert torch.allclose(theirs.text_features, expected, atol=1e-5)
     assert not torch.allclose(theirs.text_features, ours.text_features, atol=1e-3)
-    ensemble = in_process_trainer("ZeroshotCLIP", tiny_models, data_root, tmp_path / "ensemble",
+    ensemble = in_process_trainer("ZeroshotCLIP", data_root, tmp_path / "ensemble", tiny_models,
                                   "TRAINER.ZEROSHOTCLIP.TEMPLATES", template_files["generic"],
-                                  "TRAINER.ZEROSHOTCLIP.ENSEMBLE", "True")
+                                  "TRAINER.ZEROSHOTCLIP.ENSEMBLE", "True", **AS_CONFIGURED)
     assert torch.allclose(ensemble.text_features, clip_sentence_features(tiny_clip, GENERIC, classnames), atol=1e-5)
 
 
 def test_kgcoop_and_promptsrc_use_the_configured_templates(tiny_models, data_root, tmp_path, template_files):
     listed = ["a sketch of a {}.", "a photo of the {}."]
-    kgcoop = in_process_trainer("KgCoOp", tiny_models, data_root, tmp_path / "kg",
-                                "TRAINER.KGCOOP.TEMPLATES", str(listed), "TRAINER.KGCOOP.ENSEMBLE", "True")
+    kgcoop = in_process_trainer("KgCoOp", data_root, tmp_path / "kg", tiny_models, "TRAINER.KGCOOP.TEMPLATES",
+                                str(listed), "TRAINER.KGCOOP.ENSEMBLE", "True", **AS_CONFIGURED)
     assert kgcoop.model.templates == listed
-    default = in_process_trainer("KgCoOp", tiny_models, data_root, tmp_path / "kg_default")
+    default = in_process_trainer("KgCoOp", data_root, tmp_path / "kg_default", tiny_models, **AS_CONFIGURED)
     assert default.model.templates == zero_shot_templates("Synthetic")
     assert not torch.allclose(kgcoop.model.handcrafted, default.model.handcrafted, atol=1e-3)
 
-    promptsrc = in_process_trainer("PromptSRC", tiny_models, data_root, tmp_path / "src",
-                                   "TRAINER.PROMPTSRC.TEMPLATES", template_files["generic"])
+    promptsrc = in_process_trainer("PromptSRC", data_root, tmp_path / "src", tiny_models,
+                                   "TRAINER.PROMPTSRC.TEMPLATES", template_files["generic"], **AS_CONFIGURED)
     assert promptsrc.model.templates == GENERIC  # every one of them, whatever the dataset
-    default = in_process_trainer("PromptSRC", tiny_models, data_root, tmp_path / "src_default")
+    default = in_process_trainer("PromptSRC", data_root, tmp_path / "src_default", tiny_models, **AS_CONFIGURED)
     assert default.model.templates == zero_shot_templates("Synthetic", ensemble=True)
     assert not torch.allclose(promptsrc.model.frozen_text_features, default.model.frozen_text_features, atol=1e-3)
 
 
 def test_a_bad_templates_setting_stops_train_py_before_anything_is_loaded(tiny_models, data_root, tmp_path):
-    proc = run_train(*trainer_args("PromptSRC", tiny_models, data_root, tmp_path / "bad",
-                                   "TRAINER.PROMPTSRC.TEMPLATES", str(tmp_path / "missing.json")), check=False)
+    proc = run_train(*train_argv("PromptSRC", data_root, tmp_path / "bad", tiny_models,
+                                 "TRAINER.PROMPTSRC.TEMPLATES", str(tmp_path / "missing.json"), **AS_CONFIGURED),
+                     check=False)
     line = error_line(proc)
     assert "TRAINER.PROMPTSRC.TEMPLATES" in line and "missing.json" in line
     assert "Loaded CLIP" not in proc.stdout
@@ -149,11 +131,8 @@ def test_zero_shot_run_with_release_style_templates_through_train_py(tiny_models
                                                                      template_files):
     """The user's path: a templates file named on the command line; the log says what was used, and stays
     free of import warnings and of progress bars (the output is not a terminal)."""
-    proc = run_train("--root", data_root, "--trainer", "ZeroshotCLIP",
-                     "--dataset-config-file", "configs/datasets/synthetic.yaml",
-                     "--config-file", "configs/trainers/ZeroshotCLIP/demo.yaml", "--output-dir", str(tmp_path),
-                     "--eval-only", "MODEL.BACKBONE.PATH", tiny_models["clip"],
-                     "TRAINER.ZEROSHOTCLIP.TEMPLATES", template_files["per_dataset"])
+    proc = run_train(*train_argv("ZeroshotCLIP", data_root, tmp_path, tiny_models,
+                                 "TRAINER.ZEROSHOTCLIP.TEMPLATES", template_files["per_dataset"], **ZERO_SHOT_EVAL))
     assert f"Zero-shot prompts: 1 template(s) from {template_files['per_dataset']}" in proc.stdout
     assert "a photo of a {}, a type of shape." in proc.stdout
     assert accuracy(proc.stdout) is not None  # evaluated (learning is tests/test_learning.py's)

@@ -2,21 +2,14 @@
 import re
 
 import pytest
-from train_cli import accuracy, error_line, run_train
-
-
-def zeroshot_args(tiny_models, root, out, *opts):
-    return ["--root", str(root), "--trainer", "ZeroshotCLIP",
-            "--dataset-config-file", "configs/datasets/synthetic.yaml",
-            "--config-file", "configs/trainers/ZeroshotCLIP/demo.yaml",
-            "--output-dir", str(out), "--eval-only", "MODEL.BACKBONE.PATH", tiny_models["clip"], *opts]
+from train_cli import ZERO_SHOT_EVAL, accuracy, error_line, run_train, train_argv
 
 
 @pytest.mark.parametrize("subsample,num_classes", [("all", 36), ("base", 18), ("new", 18)])
-def test_zeroshot_clip_evaluates_each_subset(tiny_models, tmp_path_factory, subsample, num_classes):
-    root = tmp_path_factory.getbasetemp() / "data"  # shared: the dataset is written once
+def test_zeroshot_clip_evaluates_each_subset(tiny_models, data_root, tmp_path_factory, subsample, num_classes):
     out = tmp_path_factory.mktemp(f"zs_{subsample}")
-    proc = run_train(*zeroshot_args(tiny_models, root, out, "DATASET.SUBSAMPLE_CLASSES", subsample))
+    proc = run_train(*train_argv("ZeroshotCLIP", data_root, out, tiny_models, "DATASET.SUBSAMPLE_CLASSES", subsample,
+                                 **ZERO_SHOT_EVAL))
     assert re.search(rf"# classes\s+{num_classes}\b", proc.stdout)
     with open(out / "log.txt") as f:
         assert accuracy(f.read()) == accuracy(proc.stdout)  # the log that result parsers read
@@ -48,6 +41,6 @@ def test_bad_config_inputs_are_one_line_errors(tiny_models, tmp_path):
                      "--dataset-config-file", "configs/datasets/synthetic.yaml",
                      "TRAINER.ZEROSHOTCLIP.NO_SUCH_KEY", "1", check=False)
     assert "NO_SUCH_KEY" in error_line(proc)
-    proc = run_train(*zeroshot_args(tiny_models, tmp_path / "data", tmp_path / "out",
-                                    "INPUT.SIZE", "(32,32)"), check=False)
+    proc = run_train(*train_argv("ZeroshotCLIP", tmp_path / "data", tmp_path / "out", tiny_models,
+                                 "INPUT.SIZE", "(32,32)", **ZERO_SHOT_EVAL), check=False)
     assert "INPUT.SIZE" in error_line(proc)

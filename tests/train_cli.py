@@ -1,4 +1,5 @@
-"""Running train.py in a subprocess, as a user would, and reading what it prints."""
+"""train.py for the tests: its arguments (``train_argv``), the trainer it builds (``in_process_trainer``),
+running it in a subprocess as a user would (``run_train``), and reading what it prints."""
 import os
 import re
 import subprocess
@@ -6,6 +7,53 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def train_argv(trainer, root, out, models, *opts, seed=1, config="demo", dataset="synthetic", subset="base",
+               shots=2, epochs=2, print_freq=1, llm=None, flags=()):
+    """train.py's arguments: ``trainer`` with ``configs/trainers/<trainer>/<config>.yaml`` on
+    ``configs/datasets/<dataset>.yaml`` under ``root``, writing to ``out``, with ``models["clip"]``.
+
+    By default the short run most tests make: 2 shots of the base classes, 2 epochs, every step printed
+    (the tests read the losses). A setting given as None is left to the config files (``seed=None``: no
+    fixed seed, as train.py without --seed). ``llm``: TRAINER.LLAMP.LLM_PATH, by default ``models["llm"]``
+    for LLaMP and none for the others. ``flags`` (e.g. --eval-only) go before the config options; ``opts``
+    (KEY VALUE ...) come last, so they override the settings above.
+    """
+    argv = ["--root", str(root)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    argv += ["--trainer", trainer, "--dataset-config-file", f"configs/datasets/{dataset}.yaml",
+             "--config-file", f"configs/trainers/{trainer}/{config}.yaml", "--output-dir", str(out), *flags,
+             "MODEL.BACKBONE.PATH", models["clip"]]
+    if llm is None and trainer == "LLaMP":
+        llm = models["llm"]
+    settings = {"TRAINER.LLAMP.LLM_PATH": llm, "DATASET.SUBSAMPLE_CLASSES": subset, "DATASET.NUM_SHOTS": shots,
+                "OPTIM.MAX_EPOCH": epochs, "TRAIN.PRINT_FREQ": print_freq}
+    for key, value in settings.items():
+        if value is not None:
+            argv += [key, str(value)]
+    return [*argv, *opts]
+
+
+# train_argv's settings for zero-shot CLIP as a user evaluates it: no fixed seed, the configs' data.
+ZERO_SHOT_EVAL = dict(seed=None, subset=None, shots=None, epochs=None, print_freq=None, flags=("--eval-only",))
+
+
+def in_process_trainer(trainer, root, out, models, *opts, rng_seed=None, **argv_options):
+    """The Dassl trainer that train.py builds from ``train_argv(trainer, root, out, models, *opts,
+    **argv_options)``, built in this process after seeding as train.py seeds (``rng_seed``: another seed
+    than --seed, for another initialisation of the same run)."""
+    from dassl.engine import build_trainer
+    from dassl.utils import set_random_seed
+
+    import train
+
+    cfg = train.setup_cfg(train.parse_args(train_argv(trainer, root, out, models, *opts, **argv_options)))
+    seed = cfg.SEED if rng_seed is None else rng_seed
+    if seed >= 0:
+        set_random_seed(seed)
+    return build_trainer(cfg)
 
 
 def run_train(*args, check=True, env=None, launcher=(sys.executable,)):

@@ -26,7 +26,7 @@ from llamp.templates import TemplateChoice, configured_templates, describe_choic
 from .checkpoint import BEST_NAME, epoch_file_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import MethodKeys
 from .distributed import is_main_process
-from .optim import build_lr_scheduler, steps_every_iteration
+from .optim import build_lr_scheduler, optimizer_step, steps_every_iteration
 from .reproducibility import SeededAugmentation, derived_seed, seed_all
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp")
@@ -61,7 +61,7 @@ class ClipTrainer(TrainerX):
                  "max_epoch": "OPTIM.MAX_EPOCH"}
         names.update({name: f"{prefix}.{key}" for name, key in cls.field_keys.items()})
         if cls.method_keys is not None:
-            names.update(cls.method_keys.names(prefix))
+            names.update(cls.method_keys.names())
         return names
 
     @property
@@ -144,24 +144,9 @@ class ClipTrainer(TrainerX):
 
     def optimization_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, max_norm: float = 0.0,
                           scaler=None) -> None:
-        """zero_grad, backward, optional gradient clipping, step (with loss scaling if given), and the
-        gradients released: held until the next backward, they would sit beside the next forward's activations."""
+        """The anomaly check, then ``trainers.optim.optimizer_step``."""
         self.detect_anomaly(loss)
-        optimizer.zero_grad()
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if max_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, max_norm)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if max_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, max_norm)
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer_step(loss, optimizer, max_norm, scaler)
 
     # ---- hand-written prompts --------------------------------------------
     def choose_templates(self, cfg, ensemble: bool) -> TemplateChoice:

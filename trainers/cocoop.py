@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 from dassl.engine import TRAINER_REGISTRY
-from yacs.config import CfgNode as CN
 
 from llamp.baselines.cocoop import CoCoOp as CoCoOpModel
 from llamp.baselines.cocoop import CoCoOpConfig
 
-from .config import MethodKeys, config_defaults
+from .config import MethodKeys
 from .coop import CONTEXT_ALIASES, ContextTrainer
 
-COCOOP_KEYS = MethodKeys(CoCoOpConfig, CONTEXT_ALIASES)
-
-
-@config_defaults
-def add_cocoop_config(cfg: CN) -> None:
-    cfg.TRAINER.COCOOP = COCOOP_KEYS.node()
+COCOOP_KEYS = MethodKeys("COCOOP", CoCoOpConfig, CONTEXT_ALIASES)
 
 
 @TRAINER_REGISTRY.register()

@@ -1,11 +1,12 @@
 """Config defaults: shared keys here, each trainer's own keys next to the trainer.
 
-A trainer module declares its defaults with ``@config_defaults`` on a function
-that adds ``cfg.TRAINER.<NAME>``; ``extend_cfg`` applies every declared
-function. Dassl's ``clean_cfg`` later drops the nodes of the other trainers.
-A method's hyper-parameters are declared once, as the fields of its library
-config dataclass (default and comment); :class:`MethodKeys` turns them into the
-node's keys and back, and names the keys in the library's errors.
+A trainer module declares its node ``cfg.TRAINER.<NAME>``: a method's
+hyper-parameters once, as the fields of its library config dataclass (default
+and comment), through :class:`MethodKeys` (which turns them into the node's keys
+and back, and names the keys in the library's errors); a trainer without a
+method dataclass with ``@config_defaults`` on a function that adds its node.
+``extend_cfg`` applies every declaration. Dassl's ``clean_cfg`` later drops the
+nodes of the other trainers.
 """
 from __future__ import annotations
 
@@ -64,22 +65,35 @@ def extend_cfg(cfg: CN) -> None:
 
 @dataclass(frozen=True)
 class MethodKeys:
-    """A method's config dataclass as keys of its trainer's node: ``n_ctx`` is N_CTX, or ``aliases[field]``
-    where the releases' key names differ (CoOp's CSC). The dataclass holds each key's one declaration:
-    its default (a tuple becomes a list, as YAML writes it) and its comment."""
+    """A method's config dataclass as the keys of its trainer's node TRAINER.<node_name>: ``n_ctx`` is N_CTX,
+    or ``aliases[field]`` where the releases' key names differ (CoOp's CSC). The dataclass holds each key's
+    one declaration: its default (a tuple becomes a list, as YAML writes it) and its comment. ``trainer_keys``
+    adds the keys the trainer reads beyond the method's (e.g. its LLM's path).
 
+    Making one declares the node: ``extend_cfg`` adds it to every config."""
+
+    node_name: str
     config_class: type
     aliases: Mapping[str, str] = field(default_factory=dict)
+    trainer_keys: Callable[[CN], None] | None = None
+
+    def __post_init__(self):
+        config_defaults(self.add_node)
+
+    def add_node(self, cfg: CN) -> None:
+        cfg.TRAINER[self.node_name] = self.node()
 
     def key(self, name: str) -> str:
         return self.aliases.get(name, name.upper())
 
     def node(self) -> CN:
-        """The trainer's node: PREC (:func:`trainer_node`) and a key per field, at its default."""
+        """The trainer's node: PREC (:func:`trainer_node`), a key per field at its default, then the trainer's."""
         c = trainer_node()
         for f in dataclasses.fields(self.config_class):
             default = _default(f)
             c[self.key(f.name)] = list(default) if isinstance(default, tuple) else default
+        if self.trainer_keys is not None:
+            self.trainer_keys(c)
         return c
 
     def config(self, node: CN):
@@ -90,9 +104,9 @@ class MethodKeys:
             values[f.name] = tuple(value) if isinstance(_default(f), tuple) else value
         return self.config_class(**values)
 
-    def names(self, prefix: str) -> dict[str, str]:
-        """Each field's full key under ``prefix`` (e.g. TRAINER.MAPLE), as the library's errors name them."""
-        return {f.name: f"{prefix}.{self.key(f.name)}" for f in dataclasses.fields(self.config_class)}
+    def names(self) -> dict[str, str]:
+        """Each field's full key (e.g. TRAINER.MAPLE.N_CTX), as the library's errors name them."""
+        return {f.name: f"TRAINER.{self.node_name}.{self.key(f.name)}" for f in dataclasses.fields(self.config_class)}
 
 
 def _default(f: dataclasses.Field):

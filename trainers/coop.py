@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import yaml
 from dassl.engine import TRAINER_REGISTRY
-from yacs.config import CfgNode as CN
 
 from llamp.baselines.coop import CoOp as CoOpModel
 from llamp.baselines.coop import CoOpConfig
@@ -11,18 +10,13 @@ from llamp.clip.loading import LoadedCLIP
 from llamp.errors import ConfigError
 
 from .checkpoint import load_checkpoint
-from .config import MethodKeys, config_defaults
+from .config import MethodKeys
 from .prompt_trainer import PromptLearningTrainer
 
 # The learned context's keys (llamp.baselines.coop.CoOpConfig), shared by CoOp, CoCoOp and KgCoOp; the
 # releases call class_specific CSC.
 CONTEXT_ALIASES = {"class_specific": "CSC"}
-COOP_KEYS = MethodKeys(CoOpConfig, CONTEXT_ALIASES)
-
-
-@config_defaults
-def add_coop_config(cfg: CN) -> None:
-    cfg.TRAINER.COOP = COOP_KEYS.node()
+COOP_KEYS = MethodKeys("COOP", CoOpConfig, CONTEXT_ALIASES)
 
 
 class ContextTrainer(PromptLearningTrainer):

@@ -7,20 +7,20 @@ from yacs.config import CfgNode as CN
 from llamp.baselines.kgcoop import KgCoOp as KgCoOpModel
 from llamp.baselines.kgcoop import KgCoOpConfig
 
-from .config import MethodKeys, config_defaults
+from .config import MethodKeys
 from .coop import CONTEXT_ALIASES, ContextTrainer
 
-KGCOOP_KEYS = MethodKeys(KgCoOpConfig, CONTEXT_ALIASES)
 
-
-@config_defaults
-def add_kgcoop_config(cfg: CN) -> None:
-    c = cfg.TRAINER.KGCOOP = KGCOOP_KEYS.node()
+def kgcoop_trainer_keys(c: CN) -> None:
+    """TRAINER.KGCOOP's keys beyond CoOp's context."""
     # The hand-crafted prompts: empty (None), our wording in llamp/templates/zero_shot.json; a list of
     # templates with one '{}' each; or a JSON file, a list or dataset names (and "default") mapped to lists.
     c.TEMPLATES = None
     # False: the first of the dataset's TEMPLATES (a single prompt, as the release); True: the mean over all.
     c.ENSEMBLE = False
+
+
+KGCOOP_KEYS = MethodKeys("KGCOOP", KgCoOpConfig, CONTEXT_ALIASES, kgcoop_trainer_keys)
 
 
 @TRAINER_REGISTRY.register()

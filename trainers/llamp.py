@@ -18,18 +18,12 @@ from llamp.model import LLaMPConfig, LLaMPModel
 
 from .base import ClipTrainer
 from .checkpoint import epoch_file_name
-from .config import MethodKeys, config_defaults
+from .config import MethodKeys
 from .distributed import DeepSpeedRunner, deepspeed_device, is_main_process, shard_train_loader, world_size
 from .optim import build_optimizer
 
-# The decoder copy's trained projections keep their key names of the LLM's modules (TRAIN_Q_PROJ, ...).
-LLAMP_KEYS = MethodKeys(LLaMPConfig, {"train_q": "TRAIN_Q_PROJ", "train_o": "TRAIN_O_PROJ",
-                                      "train_kv": "TRAIN_KV_PROJ"})
-
-
-@config_defaults
-def add_llamp_config(cfg: CN) -> None:
-    c = cfg.TRAINER.LLAMP = LLAMP_KEYS.node()  # PREC: fp32 | bf16 | amp
+def llamp_trainer_keys(c: CN) -> None:
+    """TRAINER.LLAMP's keys beyond the method's (PREC: fp32 | bf16 | amp)."""
     # The LLM (Hugging Face folder, or hub name in the local cache): only its last
     # NUM_DECODER_LAYERS layers and final norm are read.
     c.LLM_PATH = ""
@@ -42,6 +36,24 @@ def add_llamp_config(cfg: CN) -> None:
     # DeepSpeed (ZeRO-2, bf16 per the JSON) when CUDA is present, launched as `deepspeed train.py ...`.
     c.DEEPSPEED = False
     c.DEEPSPEED_CONFIG = "configs/deepspeed/zero2_bf16.json"
+
+
+# The decoder copy's trained projections keep their key names of the LLM's modules (TRAIN_Q_PROJ, ...).
+LLAMP_KEYS = MethodKeys("LLAMP", LLaMPConfig, {"train_q": "TRAIN_Q_PROJ", "train_o": "TRAIN_O_PROJ",
+                                               "train_kv": "TRAIN_KV_PROJ"}, llamp_trainer_keys)
+
+
+def param_groups(model: torch.nn.Module, lr: float, lora_lr: float) -> list[dict]:
+    """The trainable tensors as optimiser groups: LoRA (and the visual projection if trained) at ``lora_lr``,
+    the rest at ``lr``."""
+    slow, fast = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (slow if ("lora_" in name or "visual_projection" in name) else fast).append(p)
+    groups = [{"params": fast, "lr": lr}]
+    if slow:
+        groups.append({"params": slow, "lr": lora_lr})
+    return groups
 
 
 @TRAINER_REGISTRY.register()
@@ -91,7 +103,8 @@ class LLaMP(ClipTrainer):
         print(f"LLaMP: {trainable:,} trainable parameters, {self.cache.num_templates} query templates, "
               f"{len(classnames)} classes")
 
-        self.optim = build_optimizer(self.model, self.cfg.OPTIM, param_groups=self.param_groups())
+        groups = param_groups(self.model, self.cfg.OPTIM.LR, c.LORA_LR)
+        self.optim = build_optimizer(self.model, self.cfg.OPTIM, param_groups=groups)
         self.sched = self.build_scheduler(self.optim)
         self.register_model("llamp", self.model, self.optim, self.sched)
         # The DeepSpeed engine is built in before_train, once a resume has restored the weights
@@ -109,16 +122,6 @@ class LLaMP(ClipTrainer):
 
     def deepspeed_folder(self, directory: str) -> str:
         return os.path.join(directory, "llamp", "deepspeed")
-
-    def param_groups(self) -> list[dict]:
-        slow, fast = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (slow if ("lora_" in name or "visual_projection" in name) else fast).append(p)
-        groups = [{"params": fast, "lr": self.cfg.OPTIM.LR}]
-        if slow:
-            groups.append({"params": slow, "lr": self.trainer_cfg.LORA_LR})
-        return groups
 
     # ---- training --------------------------------------------------------
     def forward_backward(self, batch):

@@ -8,15 +8,16 @@ from yacs.config import CfgNode as CN
 from llamp.baselines.maple import MaPLeConfig, MaPLePromptLearner
 from llamp.clip.loading import LoadedCLIP
 
-from .config import MethodKeys, config_defaults
+from .config import MethodKeys
 from .prompt_trainer import PromptLearningTrainer
 
-MAPLE_KEYS = MethodKeys(MaPLeConfig)  # the release's key names: its YAML files merge unchanged
+# The release's key names: its YAML files merge unchanged (PREC: the reference configs use fp16, as the release).
+MAPLE_KEYS = MethodKeys("MAPLE", MaPLeConfig)
 
 
-@config_defaults
-def add_maple_config(cfg: CN) -> None:
-    cfg.TRAINER.MAPLE = MAPLE_KEYS.node()  # PREC: the reference configs use fp16, as the release
+def build_maple(clip: LoadedCLIP, classnames: list[str], node: CN) -> MaPLePromptLearner:
+    """MaPLe's prompt learner over ``clip`` with the hyper-parameters of the node TRAINER.MAPLE."""
+    return MaPLePromptLearner(clip.model, clip.tokenizer, classnames, MAPLE_KEYS.config(node))
 
 
 @TRAINER_REGISTRY.register()
@@ -26,5 +27,4 @@ class MaPLe(PromptLearningTrainer):
     method_keys = MAPLE_KEYS
 
     def build_prompt_learner(self, clip: LoadedCLIP, classnames: list[str]) -> nn.Module:
-        config = self.method_keys.config(self.trainer_cfg)
-        return MaPLePromptLearner(clip.model, clip.tokenizer, classnames, config)
+        return build_maple(clip, classnames, self.trainer_cfg)

@@ -1,9 +1,9 @@
-"""Optimisers and learning-rate schedules built from Dassl's OPTIM keys.
+"""Optimisers and learning-rate schedules built from Dassl's OPTIM keys, and the update step.
 
 ``build_optimizer`` is Dassl's, with Adam and AdamW switched to torch's fused
-kernels: one pass over all tensors instead of a Python loop over them (on 2
-CPU cores at real widths, LLaMP's 53M trainable parameters: about 5x less time
-per step, and no per-tensor temporaries). Same update rule, same state dict.
+kernels: one pass over all tensors instead of a Python loop over them, and no
+per-tensor temporaries (benchmarks/real_width.py times the step). Same update
+rule, same state dict.
 
 Dassl's own warm-up schedulers pass ``verbose`` positionally to torch's
 ``_LRScheduler`` (a TypeError since torch 2.2) and pickle a nested scheduler
@@ -14,11 +14,15 @@ nested objects. Like Dassl, these are stepped once per epoch.
 ``llamp_cosine`` is the LLaMP release's schedule, which needs the iteration
 within epoch 0: it is indexed by iteration and stepped after every one
 (``steps_every_iteration``).
+
+``optimizer_step`` is the update every trainer makes from its loss; it needs
+no trainer, so the benchmarks time the same code.
 """
 from __future__ import annotations
 
 import inspect
 import math
+from typing import Callable
 
 import torch
 from dassl.optim import build_optimizer as dassl_build_optimizer
@@ -44,6 +48,29 @@ def build_optimizer(model: torch.nn.Module, optim_cfg: CfgNode,
     accepted = inspect.signature(type(optimizer)).parameters  # defaults may hold more (AdamW: its decoupling)
     defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
     return type(optimizer)(groups, **{**defaults, "fused": True, "foreach": None})
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, max_norm: float = 0.0, scaler=None,
+                   after_backward: Callable[[], None] | None = None) -> None:
+    """zero_grad, backward, optional gradient clipping, step (with loss scaling if given), and the
+    gradients released: held until the next backward, they would sit beside the next forward's activations.
+
+    ``after_backward`` is called between the backward and the clipping (a benchmark times the two apart).
+    """
+    optimizer.zero_grad()
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    if after_backward is not None:
+        after_backward()
+    if max_norm > 0:
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # the bound is on the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def lr_at_epoch(epoch: int, base_lr: float, optim_cfg: CfgNode) -> float:

@@ -22,6 +22,12 @@ from .base import ClipTrainer
 from .optim import build_optimizer
 
 
+def build_prompt_optimizer(model: nn.Module, optim_cfg) -> torch.optim.Optimizer:
+    """OPTIM's optimiser over the prompt learner's trainable tensors only (frozen CLIP holds no state in it)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return build_optimizer(model, optim_cfg, param_groups=[{"params": trainable}])
+
+
 class PromptLearningTrainer(ClipTrainer):
     model_name = "prompt_learner"
 
@@ -34,9 +40,9 @@ class PromptLearningTrainer(ClipTrainer):
         self.model = self.build_prompt_learner(clip, list(self.dm.dataset.classnames))
         self.model.to(self.device)
         self.cast_frozen_parameters(self.model)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        print(f"{type(self).__name__}: {sum(p.numel() for p in trainable):,} trainable parameters")
-        self.optim = build_optimizer(self.model, self.cfg.OPTIM, param_groups=[{"params": trainable}])
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        print(f"{type(self).__name__}: {trainable:,} trainable parameters")
+        self.optim = build_prompt_optimizer(self.model, self.cfg.OPTIM)
         self.sched = self.build_scheduler(self.optim)
         self.register_model(self.model_name, self.model, self.optim, self.sched)
         self.scaler = self.make_grad_scaler()

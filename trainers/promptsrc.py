@@ -15,18 +15,12 @@ from llamp.baselines.promptsrc import (GaussianPromptAggregation, PromptSRCConfi
 from llamp.clip.loading import LoadedCLIP
 
 from .checkpoint import load_checkpoint
-from .config import MethodKeys, config_defaults
+from .config import MethodKeys
 from .prompt_trainer import PromptLearningTrainer
 
 
-PROMPTSRC_KEYS = MethodKeys(PromptSRCConfig)
-
-
-@config_defaults
-def add_promptsrc_config(cfg: CN) -> None:
-    # Key names and types as in the PromptSRC release (integer weights and GPA
-    # parameters), so its YAML files merge unchanged.
-    c = cfg.TRAINER.PROMPTSRC = PROMPTSRC_KEYS.node()  # PREC: the reference configs use fp16, as the release
+def promptsrc_trainer_keys(c: CN) -> None:
+    """TRAINER.PROMPTSRC's keys beyond the method's: the templates and GPA's schedule."""
     # Frozen CLIP's text targets average over these templates (textual diversity). Empty (None): our
     # wording, the dataset's list in llamp/templates/zero_shot.json (the release averages a generic set of
     # 60 for every dataset); a list of templates with one '{}' each; or a JSON file, a list or dataset
@@ -35,6 +29,11 @@ def add_promptsrc_config(cfg: CN) -> None:
     # GPA: epoch e (1-based) weighs N(e; GPA_MEAN, GPA_STD), normalised over 1..OPTIM.MAX_EPOCH.
     c.GPA_MEAN = 15
     c.GPA_STD = 1
+
+
+# Key names and types as in the PromptSRC release (integer weights and GPA parameters), so its YAML files
+# merge unchanged (PREC: the reference configs use fp16, as the release).
+PROMPTSRC_KEYS = MethodKeys("PROMPTSRC", PromptSRCConfig, trainer_keys=promptsrc_trainer_keys)
 
 
 def gpa_state_file(folder: str, epoch: int) -> str:
