@@ -28,6 +28,7 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger  # noqa:
 
 import trainers  # noqa: E402,F401  (registers the trainers)
 import vl_datasets  # noqa: E402,F401  (registers the datasets)
+from llamp.atomic_files import unwritable_error  # noqa: E402
 from llamp.errors import ConfigError, run_command  # noqa: E402
 from trainers.base import ClipTrainer  # noqa: E402
 from trainers.distributed import is_main_process  # noqa: E402
@@ -111,7 +112,13 @@ def main(args):
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     if is_main_process():  # under a multi-process launcher, only rank 0 writes log.txt
-        setup_logger(cfg.OUTPUT_DIR)
+        try:
+            setup_logger(cfg.OUTPUT_DIR)
+        except OSError as e:  # Dassl's log file, the run's first write: a full or read-only folder is one line
+            error = unwritable_error(os.path.join(cfg.OUTPUT_DIR, "log.txt"), e)
+            if error is None:
+                raise
+            raise error from None
 
     if cfg.TRAIN.DETERMINISTIC:
         use_deterministic_algorithms()

@@ -19,7 +19,6 @@ and its load; run it alone and compare the ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -120,8 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
         result[name]["ratio_77_over_short"] = t["77"] / t["short"]
         print(f"{name:24s} short {t['short']:.3f} s   77 {t['77']:.3f} s   77/short {t['77'] / t['short']:.2f}x")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from llamp.atomic_files import write_json_atomic
+
+        write_json_atomic(args.json, result, indent=2)
     return result
 
 

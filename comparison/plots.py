@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from llamp.atomic_files import write_atomic
+
 from .summary import BASE, HM, METHOD_ORDER, NEW, Row, Table
 
 # Each trainer keeps its colour in every plot; LLaMP stands out.
@@ -114,5 +116,5 @@ def plot_table(table: Table, path: str) -> None:
     per_line = max(1, int(fig.get_figwidth() / (0.35 + 0.09 * max(len(label) for label in labels))))
     fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), per_line), frameon=False,
                title=table.title, title_fontproperties={"size": "large", "weight": "bold"})
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))  # the temp name says no format
     plt.close(fig)

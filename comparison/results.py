@@ -21,6 +21,8 @@ import argparse
 import os
 import sys
 
+from llamp.atomic_files import write_text_atomic
+
 from .layout import PROTOCOLS, Run, find_runs
 from .render import runs_csv, to_csv, to_markdown, to_text
 from .summary import Summary, summarize
@@ -60,8 +62,7 @@ def write_outputs(summary: Summary, runs: list[Run], out: str, plots: bool = Tru
 
     def write(name: str, text: str) -> None:
         path = os.path.join(out, name)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_text_atomic(path, text)
         written.append(path)
 
     for table in summary.tables:

@@ -205,9 +205,13 @@ def _build_cache(dataset: str, classnames: list[str], config: BuildConfig, log: 
                 del records[(c, t)]
         missing = [i for i, c in enumerate(classnames) if (c, t) not in records]
         report.reused += len(classnames) - len(missing)
-        for chunk_start in tqdm(range(0, len(missing), config.batch_size), desc="generate", unit="batch",
-                                leave=False, disable=progress_disabled(config.progress)):
-            chunk = missing[chunk_start:chunk_start + config.batch_size]
+        # Batches at fixed places in the class list: an answer comes from the batch (same rows, same
+        # arithmetic) it would come from in a build run through, after a kill that kept part of a batch too.
+        wanted = set(missing)
+        batches = sorted({i // config.batch_size for i in missing})
+        for b in tqdm(batches, desc="generate", unit="batch", leave=False,
+                      disable=progress_disabled(config.progress)):
+            chunk = list(range(b * config.batch_size, min((b + 1) * config.batch_size, len(classnames))))
             answers = generation.generate_answers(get_model(), tokenizer, prompt_ids.rows(chunk),
                                                   max_new_tokens=config.max_new_tokens,
                                                   batch_size=config.batch_size, progress=False)
@@ -217,7 +221,7 @@ def _build_cache(dataset: str, classnames: list[str], config: BuildConfig, log: 
                                # the release parses the answer as decoded; ours, stripped
                                noun_phrases=extractor(answer if layout.all_noun_chunks else answer.strip()),
                                noun_phrase_method=extractor.name, generation_sha256=generated_with[i])
-                   for i, answer in zip(chunk, answers)]
+                   for i, answer in zip(chunk, answers) if i in wanted]
             append_descriptions(descriptions_path, new)
             records.update((record_key(r), r) for r in new)
             report.generated += len(new)

@@ -24,7 +24,7 @@ import os
 from typing import Iterable, Mapping
 
 from llamp.errors import ConfigError
-from llamp.atomic_files import write_text_atomic
+from llamp.atomic_files import append_synced, write_text_atomic
 
 RECORD_KEYS = ("dataset", "class", "template_index", "template", "question", "answer_start", "answer",
                "noun_phrases", "noun_phrase_method", "generation_sha256")
@@ -43,17 +43,17 @@ def read_descriptions(path: str) -> dict[Key, dict]:
     """
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    with open(path, "rb") as f:  # bytes: a line cut short may end inside a character
+        lines = f.read().split(b"\n")
     records: dict[Key, dict] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
-        last_unterminated = number == len(lines)  # split() leaves "" after a final newline
+        last_unterminated = number == len(lines)  # split() leaves b"" after a final newline
         try:
-            record = json.loads(line)
+            record = json.loads(raw.decode("utf-8"))
             _check_record(record)
-        except (json.JSONDecodeError, ValueError, TypeError, KeyError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError, KeyError) as e:
             if last_unterminated:
                 break
             raise ConfigError(f"{path}:{number} is not a valid description record ({e}): fix or delete "
@@ -89,11 +89,7 @@ def _line(record: Mapping) -> str:
 
 def append_descriptions(path: str, records: Iterable[Mapping]) -> None:
     """Append records and flush them to disk (a batch at a time during generation)."""
-    with open(path, "a", encoding="utf-8") as f:
-        for record in records:
-            f.write(_line(record))
-        f.flush()
-        os.fsync(f.fileno())
+    append_synced(path, "".join(_line(r) for r in records))
 
 
 def write_descriptions(path: str, records: Iterable[Mapping]) -> None:

@@ -126,6 +126,24 @@ def test_edited_descriptions_reach_the_cache(built, tmp_path, tiny_models, data_
     assert torch.equal(after.targets(), old_targets)
 
 
+def test_answers_left_by_a_kill_inside_a_batch_come_from_that_batch(built, tmp_path, tiny_models, data_root,
+                                                                    monkeypatch):
+    """A kill can keep part of a batch of answers: the rest is generated with the whole batch (the rows and
+    arithmetic of a build run through), so the answers are those a build run through gives."""
+    out = str(tmp_path / "cut")
+    shutil.copytree(built, out)
+    path = os.path.join(out, DESCRIPTIONS_FILE)
+    records = read_descriptions(path)
+    classnames = KnowledgeCache.open(out).classnames
+    with open(path, "w") as f:  # template 0's answers for classes 20..35 lost: 4 of the batch 16..31, all of 32..35
+        f.writelines(json.dumps(r) + "\n" for (c, t), r in records.items() if t or classnames.index(c) < 20)
+    generate = Counter(generation.generate_answers)
+    monkeypatch.setattr(generation, "generate_answers", generate)
+    assert main(build_argv(data_root, tiny_models, "--out", out)) == 0
+    assert [args[2].input_ids.shape[0] for args, _ in generate.calls] == [16, 4]  # batch size 16
+    assert read_descriptions(path) == records
+
+
 def test_noun_phrases_of_another_method_are_kept_with_a_note(built, tmp_path, tiny_models, data_root, monkeypatch,
                                                               capsys):
     method = KnowledgeCache.open(built).metadata["noun_phrases"]

@@ -19,3 +19,12 @@ def test_descriptions_file_tolerates_only_a_truncated_last_line(tmp_path):
     open(path, "w").write(json.dumps({**good, "noun_phrases": "not a list"}) + "\n")
     with pytest.raises(ConfigError, match="noun_phrases"):
         read_descriptions(path)
+
+
+def test_a_last_line_cut_inside_a_character_is_skipped(tmp_path):
+    """A killed append can stop inside a UTF-8 character (answers are written unescaped)."""
+    path = tmp_path / DESCRIPTIONS_FILE
+    good = {"class": "a", "template_index": 0, "template": "{}", "answer": "x", "noun_phrases": ["x"]}
+    cut = json.dumps({**good, "class": "b", "answer": "café"}, ensure_ascii=False).encode()
+    path.write_bytes(json.dumps(good).encode() + b"\n" + cut[:cut.index("é".encode()) + 1])
+    assert list(read_descriptions(str(path))) == [("a", 0)]

@@ -63,3 +63,27 @@ def test_reading_every_row_leaves_no_file_pages_in_the_process(tmp_path):
     # the check can fail: the same bytes read through a memory map stay resident as file pages
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
         assert file_pages_added(lambda: mapped[:]) > size // 2
+
+
+def test_writer_gives_safetensors_bytes_with_the_metadata_in_one_order(tmp_path):
+    """save_file's layout, byte for byte (one metadata key: one order), and the same bytes from every
+    process (save_file orders several keys by a hash seeded per process)."""
+    import subprocess
+    import sys
+
+    from llamp.knowledge_cache.safetensors_files import write_safetensors
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = {"z": torch.randn(3, 4, generator=gen), "a": torch.randn(5, generator=gen).to(torch.bfloat16),
+               "mask": torch.ones(2, 7, dtype=torch.int8), "h": torch.randn(2, 2, generator=gen).half(),
+               "scalar": torch.tensor(3.0)}
+    save_file(tensors, tmp_path / "library", metadata={"format": "x"})
+    write_safetensors(str(tmp_path / "ours"), tensors, {"format": "x"})
+    assert (tmp_path / "ours").read_bytes() == (tmp_path / "library").read_bytes()
+    write_safetensors(str(tmp_path / "one"), {"t": torch.arange(4.0)}, dict(b="1", a="2", c="3", d="4"))
+    code = ("import sys, torch; from llamp.knowledge_cache.safetensors_files import write_safetensors; "
+            "write_safetensors(sys.argv[1], {'t': torch.arange(4.0)}, dict(b='1', a='2', c='3', d='4'))")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "two")], check=True,
+                   env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert (tmp_path / "one").read_bytes() == (tmp_path / "two").read_bytes()
+    assert load_file(tmp_path / "one")["t"].tolist() == [0.0, 1.0, 2.0, 3.0]

@@ -73,3 +73,14 @@ def test_checkpoint_with_other_widths_is_refused(tmp_path):
     wider.prompt = nn.Parameter(torch.randn(2, 5))
     with pytest.raises(ConfigError, match=r"other shapes.*prompt \[2, 4\] vs \[2, 5\]"):
         bare_trainer(wider).load_model(str(tmp_path), epoch=1)
+
+
+def test_checkpoint_with_tensors_of_another_dtype_is_refused(tmp_path):
+    """Trained tensors are saved in fp32 whatever the precision: a half-precision one is not silently cast."""
+    bare_trainer(Model()).save_model(epoch=0, directory=str(tmp_path))
+    path = tmp_path / "prompt_learner" / "model.pth.tar-1"
+    state = torch.load(path, weights_only=True)
+    state["state_dict"]["prompt"] = state["state_dict"]["prompt"].half()
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"model.pth.tar-1 holds tensors that are not float32 \(prompt torch.float16\)"):
+        bare_trainer(Model()).load_model(str(tmp_path), epoch=1)

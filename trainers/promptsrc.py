@@ -89,11 +89,12 @@ class PromptSRC(PromptLearningTrainer):
 
     # ---- resuming: the running aggregate travels next to intermediate checkpoints ----
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        super().save_model(epoch, directory, is_best, val_result, model_name)
+        # before the checkpoint, whose pointer file then names an epoch whose aggregate is on disk
         if not model_name and epoch + 1 < self.max_epoch and self.gpa.epochs:
             state = self.gpa.state_dict()
             write_atomic(gpa_state_file(os.path.join(directory, self.model_name), epoch + 1),
                          lambda tmp: torch.save(state, tmp))
+        super().save_model(epoch, directory, is_best, val_result, model_name)
 
     def resume_model_if_exist(self, directory):
         start = super().resume_model_if_exist(directory)

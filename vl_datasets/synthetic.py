@@ -16,8 +16,6 @@ DATASET_HUE_SHIFT_DEGREES), unlike the tiny CLIP's pre-training drawings.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +24,7 @@ import numpy as np
 
 from dassl.data.datasets import DATASET_REGISTRY, Datum
 
+from llamp.atomic_files import write_folder_atomic
 from llamp.errors import ConfigError
 from llamp.tiny.shapes import CLASSES as SYNTHETIC_CLASSES
 from llamp.tiny.shapes import CLASSNAMES as SYNTHETIC_CLASSNAMES
@@ -88,20 +87,12 @@ def write_synthetic_dataset(dataset_dir: str | os.PathLike, drawn: DrawnDataset 
             f"{dataset_dir} exists but has no {split_file}; "
             "delete the folder so that the synthetic dataset is written again"
         )
-    dataset_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}.tmp-", dir=dataset_dir.parent))
     try:
-        _write_into(tmp, drawn)
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        try:
-            os.replace(tmp, dataset_dir)  # also replaces an empty folder
-        except OSError:
-            if not (dataset_dir / split_file).is_file():
-                raise
-            # another process finished writing it first: theirs is identical
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_folder_atomic(str(dataset_dir), lambda tmp: _write_into(Path(tmp), drawn), replace=False)
+    except OSError:  # the rename: dataset_dir is no longer empty
+        if not (dataset_dir / split_file).is_file():
+            raise
+        # another process finished writing it first: theirs is identical
     return dataset_dir
 
 

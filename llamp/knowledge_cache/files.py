@@ -76,7 +76,7 @@ def read_metadata(folder: str) -> dict | None:
     path = os.path.join(folder, METADATA_FILE)
     if not os.path.isfile(path):
         return None
-    meta = read_json(path, advice="; delete the folder and rebuild it").content
+    meta = read_json(path, advice="; delete it and run the build again (descriptions.jsonl keeps the answers)").content
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a LLaMP knowledge cache (no \"format\": \"{FORMAT}\")")
     return meta

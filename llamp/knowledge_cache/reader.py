@@ -259,7 +259,7 @@ class KnowledgeCache:
             path = os.path.join(self.folder, entry["file"])
             if entry.get("sha256") and file_sha256(path) != entry["sha256"]:
                 raise ConfigError(f"knowledge cache file {path} is corrupt (sha256 differs from metadata.json): "
-                                  "rebuild the cache")
+                                  "run the build again, which rewrites it")
 
     # -- helpers
 

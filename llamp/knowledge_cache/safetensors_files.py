@@ -21,22 +21,41 @@ from ..atomic_files import write_atomic
 from ..errors import ConfigError, MissingFileError
 
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int8: "I8"}
+_DTYPE_RANK = ("I8", "F16", "BF16", "F32")  # as safetensors ranks them (its file order: highest first)
 
 
 def save_tensors_atomic(path: str, tensors: Mapping[str, torch.Tensor],
                         metadata: Mapping[str, str] | None = None) -> tuple[int, str]:
     """Save ``tensors`` as safetensors via a temp file + rename; return (bytes, sha256)."""
-    from safetensors.torch import save_file
-
     result: dict[str, Any] = {}
 
     def dump(tmp: str) -> None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
-                  metadata=dict(metadata or {}))
+        write_safetensors(tmp, tensors, metadata)
         result["bytes"] = os.path.getsize(tmp)
         result["sha256"] = file_sha256(tmp)
     write_atomic(path, dump)
     return result["bytes"], result["sha256"]
+
+
+def write_safetensors(path: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None) -> None:
+    """The layout of safetensors' ``save_file`` (tensors by dtype, widest first, then by name; the header
+    padded with spaces to 8 bytes), with the metadata in sorted order: the same tensors give the same bytes
+    in every process (``save_file`` orders the metadata by a hash seeded anew in each process)."""
+    items = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    order = sorted(items, key=lambda k: (-_DTYPE_RANK.index(SAFETENSORS_DTYPES[items[k].dtype]), k))
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    offset = 0
+    for name in order:
+        size = items[name].numel() * items[name].element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[items[name].dtype], "shape": list(items[name].shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for name in order:
+            f.write(items[name].reshape(-1).view(torch.uint8).numpy().data)
 
 
 def file_sha256(path: str) -> str:

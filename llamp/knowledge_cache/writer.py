@@ -13,7 +13,7 @@ import torch
 from ..atomic_files import write_json_atomic
 from ..errors import ConfigError
 from ..llm.identity import compare_llm_identity
-from .safetensors_files import read_safetensors_header, save_tensors_atomic
+from .safetensors_files import file_sha256, read_safetensors_header, save_tensors_atomic
 from .files import (FORMAT, FORMAT_VERSION, HEADER_FIELDS, KV_DTYPES, MASK_KEY, METADATA_FILE, TARGETS_FILE,
                     TARGETS_KEY, key_name, kv_file_name, read_metadata, value_name)
 
@@ -75,7 +75,7 @@ class CacheWriter:
         """True if template ``index`` is on disk, complete, and was built from the same inputs."""
         entry = self._entry(index)
         return (entry is not None and entry.get("input_sha256") == input_sha256
-                and _file_intact(os.path.join(self.folder, entry["file"]), entry.get("bytes")))
+                and _file_intact(os.path.join(self.folder, entry["file"]), entry))
 
     def write_template(self, index: int, kv: Mapping[int, tuple[torch.Tensor, torch.Tensor]],
                        mask: torch.Tensor, input_sha256: str) -> dict:
@@ -118,7 +118,7 @@ class CacheWriter:
         if clip_text_sha256 is not None and (not isinstance(made_by, dict)
                                              or made_by.get("text_sha256") != clip_text_sha256):
             return False
-        return _file_intact(os.path.join(self.folder, entry["file"]), entry.get("bytes"))
+        return _file_intact(os.path.join(self.folder, entry["file"]), entry)
 
     def write_targets(self, targets: torch.Tensor, input_sha256: str, **info: Any) -> dict:
         """Save the ``[classes, embed]`` targets (normalised here); ``info`` describes the CLIP used."""
@@ -145,9 +145,13 @@ class CacheWriter:
         write_json_atomic(os.path.join(self.folder, METADATA_FILE), self.meta)
 
 
-def _file_intact(path: str, expected_bytes: int | None) -> bool:
+def _file_intact(path: str, entry: Mapping[str, Any]) -> bool:
+    """The file is whole and holds the bytes ``entry`` recorded (read in full: a file kept by a build is
+    one that training would read, damaged or not)."""
     try:
         read_safetensors_header(path)
     except ConfigError:
         return False
-    return expected_bytes is None or os.path.getsize(path) == expected_bytes
+    if entry.get("bytes") is not None and os.path.getsize(path) != entry["bytes"]:
+        return False
+    return entry.get("sha256") is None or file_sha256(path) == entry["sha256"]

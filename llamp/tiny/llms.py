@@ -29,13 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from ..atomic_files import write_folder_atomic
 from ..quiet import quiet_logs
 
 HIDDEN = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -205,22 +204,6 @@ def build_model(family: TinyFamily, tokenizer: Any, seed: int = 0, **overrides: 
     return model
 
 
-def write_folder_atomically(folder: str, write: Callable[[str], Any]) -> str:
-    """``write(tmp)`` fills a temporary folder beside ``folder``, which then replaces ``folder`` whole."""
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}-", dir=parent)
-    try:
-        write(tmp)
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
 def write_tiny_llm(family_name: str, folder: str, seed: int = 0, max_shard_size: str = "100KB",
                    **overrides: Any) -> str:
     """Write the family's tiny model (small shards: loaders that read single layers meet a sharded
@@ -234,7 +217,7 @@ def write_tiny_llm(family_name: str, folder: str, seed: int = 0, max_shard_size:
         build_model(family, tokenizer, seed, **overrides).save_pretrained(tmp, max_shard_size=max_shard_size)
         tokenizer.save_pretrained(tmp)
 
-    return write_folder_atomically(folder, write)
+    return write_folder_atomic(folder, write)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,14 +16,14 @@ Everything is seeded: two runs on one machine write identical tensors.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import torch
 from transformers import CLIPConfig, CLIPModel
 
+from ..atomic_files import write_folder_atomic, write_json_atomic
 from ..clip.tokenizer import CONTEXT_LENGTH, build_clip_tokenizer
-from .llms import DEMO_FAMILY, write_folder_atomically, write_tiny_llm
+from .llms import DEMO_FAMILY, write_tiny_llm
 from .pretraining import pretrain_clip
 
 # Widths differ on purpose (text 64, vision 96, joint 48) so that a width mix-up fails loudly.
@@ -47,8 +47,7 @@ def write_tiny_clip(folder: str, seed: int = 0, pretrained: bool = True, log_eve
     tokenizer = build_clip_tokenizer()
     if pretrained:
         record = pretrain_clip(model, tokenizer, log_every=log_every)
-        with open(os.path.join(folder, PRETRAINING_RECORD), "w") as f:
-            json.dump(record, f, indent=1)
+        write_json_atomic(os.path.join(folder, PRETRAINING_RECORD), record)
     model.eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -65,7 +64,7 @@ def write_tiny_models(out: str, force: bool = False, pretrained: bool = True,
     is replaced.
     """
     paths = {"clip": os.path.join(out, "clip"), "llm": os.path.join(out, "llm")}
-    writers = {"clip": lambda path: write_folder_atomically(path, lambda tmp: write_tiny_clip(
+    writers = {"clip": lambda path: write_folder_atomic(path, lambda tmp: write_tiny_clip(
                    tmp, pretrained=pretrained, log_every=log_every)),
                "llm": lambda path: write_tiny_llm(DEMO_FAMILY, path)}
     os.makedirs(out, exist_ok=True)
