@@ -16,7 +16,7 @@ import sys
 
 import pytest
 from broken_trainers import METHODS
-from train_cli import REPO, accuracy, run_train, train_argv
+from train_cli import REPO, accuracy, run_train, single_process_launcher_env, train_argv
 
 STYLES = ("synthetic", "synthetic_sketch")  # configs/datasets/<name>.yaml
 # Accuracy points over zero-shot on the base classes. Measured gains at seed 1 (README): the smallest is
@@ -38,10 +38,10 @@ def learning_root(pretrained_tiny_models, tmp_path_factory):
     return str(root)
 
 
-def base_accuracy(trainer, style, models, root, out, **run_kwargs):
+def base_accuracy(trainer, style, models, root, out, *opts, **run_kwargs):
     """The accuracy of the demo config's run: 16 shots of the base classes, the LLM named for every trainer."""
-    proc = run_train(*train_argv(trainer, root, out, models, dataset=style, shots=16, epochs=None, print_freq=None,
-                                 llm=models["llm"]), **run_kwargs)
+    proc = run_train(*train_argv(trainer, root, out, models, *opts, dataset=style, shots=16, epochs=None,
+                                 print_freq=None, llm=models["llm"]), **run_kwargs)
     assert re.search(r"# classes\s+18\b", proc.stdout)
     return accuracy(proc.stdout)
 
@@ -64,6 +64,14 @@ def test_training_on_base_beats_zero_shot(trainer, style, pretrained_tiny_models
                                           tmp_path):
     learned = base_accuracy(trainer, style, pretrained_tiny_models, learning_root, tmp_path)
     assert learned >= zero_shot[style] + MARGIN, f"{trainer} on {style}: {learned}, zero-shot {zero_shot[style]}"
+
+
+def test_llamp_in_bf16_under_deepspeed_beats_zero_shot(pretrained_tiny_models, learning_root, zero_shot, tmp_path):
+    """The path users run on GPUs (PREC bf16, DeepSpeed ZeRO-2 in bf16), here on CPU under a one-process launcher."""
+    learned = base_accuracy("LLaMP", "synthetic", pretrained_tiny_models, learning_root, tmp_path,
+                            "TRAINER.LLAMP.PREC", "bf16", "TRAINER.LLAMP.DEEPSPEED", "True",
+                            env=single_process_launcher_env())
+    assert learned >= zero_shot["synthetic"] + MARGIN, f"LLaMP bf16 DeepSpeed: {learned}, zero-shot {zero_shot}"
 
 
 @pytest.mark.parametrize("style", STYLES)

@@ -107,14 +107,16 @@ def test_few_shot_sample_through_train_py_is_the_ecosystems(tiny_models, fresh_r
             [(d.impath, d.label, d.classname) for d in data], split
 
 
-def test_deepspeed_resume_continues_from_the_restored_state(tiny_models, fresh_root, tmp_path):
-    """LLaMP under DeepSpeed (CPU, gloo): killed after epoch 1 and resumed, it ends where the uninterrupted
-    run ends. (The engine must start from the restored weights, and its optimiser state must come back.)"""
-    deepspeed = ("TRAINER.LLAMP.DEEPSPEED", "True")
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_deepspeed_resume_continues_from_the_restored_state(prec, tiny_models, fresh_root, tmp_path):
+    """LLaMP under DeepSpeed (CPU, gloo), in fp32 and in bf16: killed after epoch 1 and resumed, it ends where
+    the uninterrupted run ends. (The engine must start from the restored weights, and its optimiser state and,
+    in bf16, its fp32 master weights must come back.)"""
+    deepspeed = ("TRAINER.LLAMP.DEEPSPEED", "True", "TRAINER.LLAMP.PREC", prec)
     whole = tmp_path / "whole"
     proc = run_train(*train_argv("LLaMP", fresh_root, whole, tiny_models, *EACH_EPOCH, *deepspeed, **RUN),
                      env=single_process_launcher_env())
-    assert "DeepSpeed on cpu" in proc.stdout
+    assert f"DeepSpeed on cpu (rank 0 of 1): ZeRO stage 2, bf16 {prec == 'bf16'}" in proc.stdout
     assert os.path.isdir(whole / "llamp" / "deepspeed" / epoch_file_name(1))
 
     resumed = tmp_path / "resumed"
@@ -131,16 +133,19 @@ def test_deepspeed_precision_follows_prec_and_eval_only_builds_no_engine(tiny_mo
 
     import trainers
     from trainers.distributed import read_deepspeed_config
+    from trainers.precision import Precision
 
     cfg = get_cfg_default()
     trainers.extend_cfg(cfg)
     cfg.TRAINER.NAME = "LLaMP"
     bf16 = {}
     for prec in ("fp32", "amp", "bf16"):
-        cfg.TRAINER.LLAMP.PREC = prec
-        bf16[prec] = read_deepspeed_config(cfg.TRAINER.LLAMP.DEEPSPEED_CONFIG, cfg, "cuda")["bf16"]["enabled"]
-    assert bf16 == {"fp32": False, "amp": False, "bf16": True}  # the JSON itself says bf16 on
-    assert read_deepspeed_config(cfg.TRAINER.LLAMP.DEEPSPEED_CONFIG, cfg, "cpu")["bf16"]["enabled"] is False
+        for device in ("cpu", "cuda"):
+            cfg.TRAINER.LLAMP.PREC = prec
+            wanted = Precision(prec, device, torch.bfloat16).deepspeed_bf16
+            bf16[prec, device] = read_deepspeed_config(cfg.TRAINER.LLAMP.DEEPSPEED_CONFIG, cfg, wanted)["bf16"]["enabled"]
+    # the JSON itself says bf16 on; PREC decides, alike on both devices
+    assert bf16 == {(prec, device): prec == "bf16" for prec in ("fp32", "amp", "bf16") for device in ("cpu", "cuda")}
 
     trained = tmp_path / "trained"
     run_train(*train_argv("LLaMP", fresh_root, trained, tiny_models, *EACH_EPOCH, "OPTIM.MAX_EPOCH", "1", **RUN))

@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
@@ -23,20 +22,13 @@ from llamp.clip.loading import LoadedCLIP, load_clip
 from llamp.errors import ConfigError, naming
 from llamp.templates import TemplateChoice, configured_templates, describe_choice
 
-from .checkpoint import BEST_NAME, epoch_file_name, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (BEST_NAME, epoch_file_name, latest_checkpoint, load_checkpoint, resume_checkpoints,
+                         save_checkpoint)
 from .config import MethodKeys
 from .distributed import is_main_process
 from .optim import build_lr_scheduler, optimizer_step, steps_every_iteration
+from .precision import PRECISIONS, Precision, checked_precision
 from .reproducibility import SeededAugmentation, derived_seed, seed_all
-
-PRECISIONS = ("fp32", "fp16", "bf16", "amp")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
-
-
-def checked_precision(prec: str, allowed: tuple[str, ...], key: str) -> str:
-    if prec not in allowed:
-        raise ConfigError(f"{key} must be one of {allowed}, got {prec!r}")
-    return prec
 
 
 class ClipTrainer(TrainerX):
@@ -109,38 +101,22 @@ class ClipTrainer(TrainerX):
     def precision(self) -> str:
         return checked_precision(self.trainer_cfg.PREC, self.precisions, f"TRAINER.{self.config_node}.PREC")
 
-    @property
-    def weight_dtype(self) -> torch.dtype:
-        return _DTYPES[self.precision]
+    # amp's autocast dtype on CUDA (LLaMP: bf16)
+    amp_dtype_on_cuda = torch.float16
 
     @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        """fp16/bf16: that type; amp: fp16 on CUDA, bf16 on CPU; fp32: none."""
-        if self.precision == "fp32":
-            return None
-        if self.precision == "amp":
-            return torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        return self.weight_dtype
+    def dtypes(self) -> Precision:
+        """Where each tensor lives and in which dtype (``trainers.precision``)."""
+        return Precision(self.precision, self.device.type, self.amp_dtype_on_cuda)
 
     def autocast(self):
-        """Autocast to ``autocast_dtype`` (so fp32 trainable tensors meet half-precision frozen ones)."""
-        dtype = self.autocast_dtype
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return self.dtypes.autocast()
 
     def cast_frozen_parameters(self, module: torch.nn.Module) -> None:
-        """fp16/bf16: frozen weights in that type (half the memory); trained ones stay fp32 for the optimiser."""
-        if self.precision in ("fp16", "bf16"):
-            for p in module.parameters():
-                if not p.requires_grad:
-                    p.data = p.data.to(self.weight_dtype)
+        self.dtypes.cast_frozen(module)
 
     def make_grad_scaler(self):
-        """Loss scaling where fp16 gradients could underflow (fp16 autocast on CUDA)."""
-        if self.autocast_dtype == torch.float16 and self.device.type == "cuda":
-            return torch.amp.GradScaler("cuda")
-        return None
+        return torch.amp.GradScaler("cuda") if self.dtypes.grad_scaling else None
 
     def optimization_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, max_norm: float = 0.0,
                           scaler=None) -> None:
@@ -208,6 +184,10 @@ class ClipTrainer(TrainerX):
         if wrong:
             raise ConfigError(f"checkpoint {path} has tensors of other shapes than model {name!r} ("
                               f"{'; '.join(wrong[:3])}): was it trained with another CLIP, LLM or config?")
+        not_fp32 = [f"{k} {v.dtype}" for k, v in state.items() if v.dtype != torch.float32]
+        if not_fp32:  # trained tensors are saved in fp32 whatever the precision: this file is not ours, or damaged
+            raise ConfigError(f"checkpoint {path} holds tensors that are not float32 ({'; '.join(not_fp32[:3])}): "
+                              "it was not written by this trainer, or it is damaged")
         model.load_state_dict(state, strict=False)
 
     def optimizer_state(self, name: str) -> dict | None:
@@ -229,14 +209,13 @@ class ClipTrainer(TrainerX):
 
     def resume_model_if_exist(self, directory):
         names = self.get_model_names()
-        paths = {name: latest_checkpoint(os.path.join(directory, name)) for name in names}
-        if not names or any(p is None for p in paths.values()):
+        found = resume_checkpoints({name: os.path.join(directory, name) for name in names})  # falls back past damage
+        if found is None:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
         start_epoch = 0
-        for name, path in paths.items():
-            ckpt = load_checkpoint(path)
+        for name, (path, ckpt) in found.items():
             self.restore_state(name, ckpt["state_dict"], path)
             if self._optims[name] is not None and ckpt.get("optimizer") is not None:
                 self._optims[name].load_state_dict(ckpt["optimizer"])

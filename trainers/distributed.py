@@ -5,13 +5,13 @@ RANK / WORLD_SIZE / LOCAL_RANK. Every rank builds the same trainer and trains
 on its own shard of the data; only rank 0 writes the log, evaluates and saves.
 
 When is DeepSpeed used (``TRAINER.LLAMP.DEEPSPEED True``)?
-  * CUDA present: always, with the JSON config (ZeRO-2, clipping); bf16 on
-    exactly when TRAINER.LLAMP.PREC is bf16, whatever the JSON says (PREC is
-    the one place precision is chosen);
-  * no CUDA, started by a launcher (WORLD_SIZE set): on CPU with gloo, fp32
-    (bf16/fp16 switched off) — useful to test the path;
+  * CUDA present: always, with the JSON config (ZeRO-2, clipping);
+  * no CUDA, started by a launcher (WORLD_SIZE set): on CPU with gloo, the same
+    config (the path users run on GPUs, run here and in the tests);
   * no CUDA, plain ``python train.py``: not used; training runs in plain
     PyTorch on CPU, and a notice says so.
+On either device bf16 is on exactly when TRAINER.LLAMP.PREC is bf16, whatever the
+JSON says (PREC is the one place precision is chosen: ``trainers.precision``).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from yacs.config import CfgNode
 
+from llamp.atomic_files import write_folder_atomic
 from llamp.errors import MissingFileError
 from llamp.json_files import read_json
 
@@ -80,7 +81,8 @@ def _set_single_process_env() -> None:
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
-def read_deepspeed_config(path: str, cfg: CfgNode, device: str) -> dict:
+def read_deepspeed_config(path: str, cfg: CfgNode, bf16: bool) -> dict:
+    """The JSON at ``path`` with the batch sizes and clipping of ``cfg``, and bf16 as ``bf16`` says."""
     full = path if os.path.isabs(path) else os.path.join(REPO, path)
     if not os.path.isfile(full):
         full = path
@@ -91,10 +93,16 @@ def read_deepspeed_config(path: str, cfg: CfgNode, device: str) -> dict:
     micro = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
     config.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=1,
                   train_batch_size=micro * world_size(), gradient_clipping=float(cfg.TRAINER.LLAMP.GRAD_CLIP))
-    # PREC decides (fp16 never: LLM activations overflow it); half precision on CPU is not what this path is for
-    config.setdefault("bf16", {})["enabled"] = device == "cuda" and cfg.TRAINER.LLAMP.PREC == "bf16"
-    config.setdefault("fp16", {})["enabled"] = False
+    config.setdefault("bf16", {})["enabled"] = bf16
+    config.setdefault("fp16", {})["enabled"] = False  # never: LLM activations overflow it
     return config
+
+
+def _move_contents(source: str, target: str) -> None:
+    """Every entry of folder ``source`` into folder ``target`` (same file system), then ``source`` removed."""
+    for name in os.listdir(source):
+        os.replace(os.path.join(source, name), os.path.join(target, name))
+    os.rmdir(source)
 
 
 class DeepSpeedRunner:
@@ -106,7 +114,7 @@ class DeepSpeedRunner:
 
     @classmethod
     def maybe_create(cls, cfg: CfgNode, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     trainer_device: torch.device) -> "DeepSpeedRunner | None":
+                     bf16: bool) -> "DeepSpeedRunner | None":
         node = cfg.TRAINER[cfg.TRAINER.NAME.upper()]
         device = deepspeed_device(cfg)
         if device is None:
@@ -117,7 +125,7 @@ class DeepSpeedRunner:
         import deepspeed
 
         _set_single_process_env()
-        config = read_deepspeed_config(node.DEEPSPEED_CONFIG, cfg, device)
+        config = read_deepspeed_config(node.DEEPSPEED_CONFIG, cfg, bf16)
         print(f"DeepSpeed on {device} (rank {rank()} of {world_size()}): ZeRO stage "
               f"{config.get('zero_optimization', {}).get('stage', 0)}, "
               f"bf16 {config.get('bf16', {}).get('enabled', False)}")
@@ -132,8 +140,24 @@ class DeepSpeedRunner:
 
     def save_state(self, folder: str, tag: str) -> None:
         """DeepSpeed's own checkpoint of the trained tensors, their fp32 masters and the optimiser
-        partitions (each rank writes its own), under ``folder/tag``. Call on every rank."""
-        self.engine.save_checkpoint(folder, tag=tag, save_latest=False, exclude_frozen_parameters=True)
+        partitions (each rank writes its own), under ``folder/tag``. Call on every rank.
+
+        ``folder/tag`` appears whole or not at all: DeepSpeed writes into a folder of another name, which is
+        renamed once every rank is done (a run killed halfway leaves the previous epoch's state intact)."""
+        final = os.path.join(folder, tag)
+        if world_size() == 1:
+            write_folder_atomic(final, self._save_into)
+            return
+        partial = os.path.join(folder, f".{tag}.partial")  # the same name on every rank
+        self._save_into(partial)
+        torch.distributed.barrier()
+        if is_main_process():
+            write_folder_atomic(final, lambda tmp: _move_contents(partial, tmp))
+        torch.distributed.barrier()
+
+    def _save_into(self, path: str) -> None:
+        self.engine.save_checkpoint(os.path.dirname(path), tag=os.path.basename(path), save_latest=False,
+                                    exclude_frozen_parameters=True)
 
     def load_state(self, folder: str, tag: str) -> None:
         """Restore what ``save_state`` wrote (same number of processes), or say that it is missing."""
@@ -144,6 +168,17 @@ class DeepSpeedRunner:
         self.engine.load_checkpoint(folder, tag=tag, load_module_strict=False, load_optimizer_states=True,
                                     load_lr_scheduler_states=False)
         print(f"DeepSpeed: optimiser state and fp32 master weights restored from {os.path.join(folder, tag)}")
+
+    def master_weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Each trained tensor's fp32 master (in bf16 the module holds rounded copies), on the CPU."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        masters = {}
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                master = safe_get_full_fp32_param(p)
+                masters[name] = (p if master is None else master).detach().float().cpu()
+        return masters
 
     def clamp_parameter_(self, param: torch.nn.Parameter, low: float, high: float) -> None:
         """Clamp ``param`` and DeepSpeed's fp32 master copy of it.

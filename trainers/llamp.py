@@ -61,6 +61,7 @@ class LLaMP(ClipTrainer):
     """LLaMP: LLM-decoded deep text prompts, visual prompts and LoRA, four-term loss."""
 
     precisions = ("fp32", "bf16", "amp")  # fp16 overflows in the LLM's activations
+    amp_dtype_on_cuda = torch.bfloat16
     method_keys = LLAMP_KEYS
     field_keys = {"num_layers": "NUM_DECODER_LAYERS", "llm_path": "LLM_PATH"}
 
@@ -96,8 +97,7 @@ class LLaMP(ClipTrainer):
         self.model = LLaMPModel(clip.model, clip.tokenizer, tail, classnames, self.method_keys.config(c), targets)
         self.model.to(self.device)
         self.cast_frozen_parameters(self.model)
-        kv_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self.kv_stager = KVStager(self.cache, self.class_rows, self.device, kv_dtype)
+        self.kv_stager = KVStager(self.cache, self.class_rows, self.device, self.dtypes.cache_dtype)
         self._next_template = None
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         print(f"LLaMP: {trainable:,} trainable parameters, {self.cache.num_templates} query templates, "
@@ -113,7 +113,7 @@ class LLaMP(ClipTrainer):
 
     def before_train(self):
         super().before_train()  # Dassl's resume: weights, optimiser and schedule from our checkpoint
-        self.deepspeed = DeepSpeedRunner.maybe_create(self.cfg, self.model, self.optim, self.device)
+        self.deepspeed = DeepSpeedRunner.maybe_create(self.cfg, self.model, self.optim, self.dtypes.deepspeed_bf16)
         if self.deepspeed is not None:  # the model's logit-scale clamp then reaches ZeRO's master copy too
             self.model.clamp_parameter = self.deepspeed.clamp_parameter_
         if self.deepspeed is not None and self.start_epoch > 0:
@@ -155,11 +155,6 @@ class LLaMP(ClipTrainer):
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
-    @property
-    def autocast_dtype(self):
-        # bf16 whenever not fp32: LLM activations overflow fp16
-        return None if self.precision == "fp32" else torch.bfloat16
-
     # ---- evaluation ------------------------------------------------------
     @torch.no_grad()
     def template_text_features(self) -> torch.Tensor:
@@ -200,15 +195,27 @@ class LLaMP(ClipTrainer):
             sampler.set_epoch(self.epoch)  # a new shuffle per epoch on every rank
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        if self.deepspeed is not None and not model_name:
-            # every rank writes its optimiser partition (an epoch checkpoint is saved on every rank);
-            # before our checkpoint, whose pointer file then names an epoch whose state is complete
-            self.deepspeed.save_state(self.deepspeed_folder(directory), epoch_file_name(epoch + 1))
-        if is_main_process():
-            super().save_model(epoch, directory, is_best, val_result, model_name)
+        every_rank = not model_name or world_size() == 1  # an epoch checkpoint is saved on every rank
+        if self.deepspeed is not None and every_rank:
+            if not model_name:
+                # every rank writes its optimiser partition; before our checkpoint, whose pointer file then
+                # names an epoch whose state is complete
+                self.deepspeed.save_state(self.deepspeed_folder(directory), epoch_file_name(epoch + 1))
+            # the checkpoint keeps the fp32 masters (the module holds their bf16 copies in bf16); gathering
+            # them is collective: every rank takes part
+            self._masters = self.deepspeed.master_weights(self.model)
+        try:
+            if is_main_process():
+                super().save_model(epoch, directory, is_best, val_result, model_name)
+        finally:
+            self._masters = None
+
+    _masters = None
 
     def checkpoint_state(self, name):
         # fp32 on disk whatever the training precision; trainable tensors only
+        if self._masters is not None:
+            return self._masters
         return {k: v.float() for k, v in super().checkpoint_state(name).items()}
 
     def optimizer_state(self, name):

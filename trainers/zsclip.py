@@ -28,7 +28,7 @@ class ZeroshotCLIP(ClipTrainer):
 
     def build_model(self):
         clip = self.load_clip()
-        self.clip = clip.model.to(self.device, self.weight_dtype)
+        self.clip = clip.model.to(self.device, self.dtypes.frozen_dtype)
         print(f"Zero-shot prompts: {self.templates_line()}")
 
         def encode(texts: list[str]) -> torch.Tensor:
@@ -42,7 +42,7 @@ class ZeroshotCLIP(ClipTrainer):
     @torch.no_grad()
     def model_inference(self, images):
         with self.autocast():
-            image_features = self.clip.get_image_features(pixel_values=images.to(self.weight_dtype)).pooler_output
+            image_features = self.clip.get_image_features(pixel_values=images.to(self.dtypes.frozen_dtype)).pooler_output
         image_features = F.normalize(image_features.float(), dim=-1)  # [batch, embed]
         return self.clip.logit_scale.exp().float() * image_features @ self.text_features.t()
 
