@@ -2,7 +2,10 @@
 layer, texture class names, and a knowledge cache written by the build's own writer.
 
 The LLM folder holds only the last decoder layer and the final norm (all the
-prompt decoder reads), so everything fits in a few GB of RAM.
+prompt decoder reads), so everything fits in a few GB of RAM. The cache is
+written in the dtype asked (fp32, the build's default, or bf16, what
+``python -m llm_prompts build --dtype bfloat16`` writes) from the same random
+draws, so a bf16 cache holds the fp32 cache's values rounded.
 """
 from __future__ import annotations
 
@@ -21,6 +24,22 @@ CLASSNAMES = DTD_BASE + [
     "waffled", "woven", "wrinkled", "zigzagged", "corrugated"]
 DATASET = "DescribableTextures"  # the zero-shot prompts of DTD, whose class names these are
 THREADS, BATCH, NUM_TEMPLATES, CACHE_LENGTH = 2, 4, 11, 96
+
+
+def class_names(n: int) -> list[str]:
+    """``n`` distinct class names: the 48 texture names first, then two of them as one name ("banded blotchy",
+    ..., every ordered pair of two different names, nearest neighbours first): 2,304 names in all.
+
+    Past 48 classes the names are two words, 2 to 6 CLIP tokens (mean 4), as multi-word names such as
+    ImageNet's ("great white shark", "loggerhead sea turtle") are, rather than numbered names whose
+    tokens would all be digits.
+    """
+    k = len(CLASSNAMES)
+    pairs = [f"{CLASSNAMES[i]} {CLASSNAMES[(i + shift) % k]}" for shift in range(1, k) for i in range(k)]
+    names = CLASSNAMES + pairs
+    if not 1 <= n <= len(names):
+        raise ValueError(f"class count must lie in 1..{len(names)}, got {n}")
+    return names[:n]
 
 
 def real_width_clip():
@@ -54,55 +73,77 @@ def write_real_width_llm(folder: str) -> None:
     save_file(tensors, os.path.join(folder, "model.safetensors"))
 
 
-def write_assets(folder: str, classnames: list[str]) -> dict[str, str]:
-    """CLIP folder, one-layer LLM checkpoint and knowledge cache under ``folder``; their paths by name."""
-    from llamp.clip.loading import load_clip
-
-    paths = {name: os.path.join(folder, name) for name in ("clip", "llm", "cache")}
+def write_models(folder: str) -> dict[str, str]:
+    """The CLIP folder and the one-layer LLM checkpoint under ``folder``; their paths by name."""
+    paths = {name: os.path.join(folder, name) for name in ("clip", "llm")}
     torch.manual_seed(0)
     real_width_clip().model.save_pretrained(paths["clip"])
     os.makedirs(paths["llm"])
     write_real_width_llm(paths["llm"])
+    return paths
+
+
+def write_assets(folder: str, classnames: list[str]) -> dict[str, str]:
+    """CLIP folder, one-layer LLM checkpoint and knowledge cache (fp32, every template) under ``folder``."""
+    from llamp.clip.loading import load_clip
+
+    paths = write_models(folder)
+    paths["cache"] = os.path.join(folder, "cache")
     write_cache(paths["cache"], classnames, paths["llm"], load_clip("ViT-B/16", paths["clip"]))
     return paths
 
 
-def write_cache(folder: str, classnames: list[str], llm: str, clip) -> None:
-    """Random keys/values, masks and targets, written by the build's own writer with what it records."""
+def write_cache(folder: str, classnames: list[str], llm: str, clip, num_templates: int = NUM_TEMPLATES,
+                dtype: torch.dtype | str = torch.float32) -> None:
+    """Random keys/values, masks and targets, written by the build's own writer with what it records:
+    ``num_templates`` query templates, the keys and values stored in ``dtype`` (float32 or bfloat16)."""
+    from llamp.knowledge_cache.files import KV_DTYPES, dtype_name
     from llamp.knowledge_cache.writer import CacheWriter
     from llamp.llm.identity import llm_identity
     from llamp.llm.weights import llm_layer_sha256
 
+    dtype = KV_DTYPES[dtype] if isinstance(dtype, str) else dtype
     kept = [llm_identity(llm)["num_hidden_layers"] - 1]
     identity = llm_identity(llm, llm_layer_sha256(llm, kept))
     writer = CacheWriter(folder, {
-        "dataset": DATASET, "classnames": classnames, "llm": identity, "kept_layers": kept, "dtype": "float32",
-        "query_templates": [f"random template {t}: {{}}" for t in range(NUM_TEMPLATES)], "layout": "contiguous"})
+        "dataset": DATASET, "classnames": classnames, "llm": identity, "kept_layers": kept, "dtype": dtype_name(dtype),
+        "query_templates": [f"random template {t}: {{}}" for t in range(num_templates)], "layout": "contiguous"})
     n, gen = len(classnames), torch.Generator().manual_seed(0)
     shape = (n, identity["num_key_value_heads"], CACHE_LENGTH, identity["head_dim"])
-    for t in range(NUM_TEMPLATES):
+    for t in range(num_templates):
         lengths = torch.randint(CACHE_LENGTH // 2, CACHE_LENGTH + 1, (n,), generator=gen)
         lengths[0] = CACHE_LENGTH  # the longest row fills the template's padded length
         mask = (torch.arange(CACHE_LENGTH) >= CACHE_LENGTH - lengths[:, None]).long()  # left padding
-        kv = {kept[0]: (torch.randn(shape, generator=gen), torch.randn(shape, generator=gen))}
+        # drawn in fp32 whatever the dtype (the same values in every dtype), each cast before the next is drawn
+        kv = {kept[0]: tuple(torch.randn(shape, generator=gen).to(dtype) for _ in range(2))}
         writer.write_template(t, kv, mask, input_sha256=f"random-{t}")
+        del kv
     writer.write_targets(torch.randn(n, clip.model.config.projection_dim, generator=gen), "random-targets",
                          clip={"source": clip.source, "text_sha256": clip.text_sha256()})
     writer.finish()
 
 
 def cache_bytes(folder: str, class_counts: list[int]) -> dict:
-    """Bytes per class of the cache on disk (all templates) and on the device for one step (one template)."""
+    """Bytes per class of the cache on disk (all its templates, and per template, in its stored dtype) and on
+    the device for one step (one template) in fp32 and bf16."""
     from llamp.knowledge_cache.reader import KnowledgeCache
     from llamp.knowledge_cache.staging import KVStager
 
     cache = KnowledgeCache.open(folder)
-    out = {"disk_bytes_per_class": cache.bytes_on_disk() / cache.num_classes, "device_bytes_per_class": {}}
+    on_disk = cache.bytes_on_disk() / cache.num_classes
+    out = {"dtype": str(cache.dtype).removeprefix("torch."), "templates": cache.num_templates,
+           "disk_bytes_per_class": on_disk, "disk_bytes_per_class_template": on_disk / cache.num_templates,
+           "device_bytes_per_class": {}}
     for dtype in (torch.float32, torch.bfloat16):  # fp32: the CPU trainer; bf16: PREC bf16 on CUDA
         per_class = []
         for n in class_counts:
-            kv = KVStager(cache, cache.select(CLASSNAMES[:n]), torch.device("cpu"), dtype).get(0)
-            tensors = [*kv.keys, *kv.values, kv.mask]
-            per_class.append(sum(t.numel() * t.element_size() for t in tensors) / n)
+            kv = KVStager(cache, cache.select(class_names(n)), torch.device("cpu"), dtype).get(0)
+            per_class.append(kv_bytes(kv) / n)
+            del kv
         out["device_bytes_per_class"][str(dtype).removeprefix("torch.")] = max(per_class)
     return out
+
+
+def kv_bytes(kv) -> int:
+    """Bytes of one template's staged rows (keys, values and mask), as they sit on the device."""
+    return sum(t.numel() * t.element_size() for t in (*kv.keys, *kv.values, kv.mask))

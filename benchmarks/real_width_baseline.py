@@ -17,7 +17,8 @@ TARGETS = [
 def compare_with_baseline(report: dict, baseline: dict, label: str) -> dict:
     """Each target measure in ``baseline`` (an earlier run's JSON) and now, at the main class count."""
     def main_llamp(rep):
-        return next(r for r in rep["runs"] if r["method"] == "LLaMP" and r["classes"] == rep["main_classes"])
+        return next(r for r in rep["runs"] if r["method"] == "LLaMP" and r["classes"] == rep["main_classes"]
+                    and r.get("prec", "fp32") == "fp32")
 
     then, now = main_llamp(baseline), main_llamp(report)
     rows = []

@@ -1,5 +1,6 @@
-"""The real-width benchmark's results as tables: the side-by-side at the main class count, the fits of each
-measure against the class count, extrapolated to larger datasets, and the knowledge cache's size per class."""
+"""The real-width benchmark's results as tables: the side-by-side at the main class count, fp32 against bf16,
+the fits of each measure against the class count, extrapolated to larger datasets, the knowledge cache's size
+per class, and the measured bytes a GPU's peak memory is derived from."""
 from __future__ import annotations
 
 import statistics
@@ -10,6 +11,9 @@ from benchmarks.real_width_assets import BATCH, CACHE_LENGTH, NUM_TEMPLATES, THR
 from benchmarks.real_width_benches import METHODS
 
 EXTRAPOLATE = {"SUN397 base": 199, "ImageNet base": 500}
+GPU_CLASSES = (24, 100, 500, 1000)  # the GPU memory estimate's class counts
+GPU_BUDGETS_GIB = (24, 40, 80)  # GPU memory sizes (as GPUs are sold: "24 GB" etc., read as GiB)
+CUDA_CONTEXT_GIB = 0.5  # CUDA's context and kernels: outside PyTorch's tensors, not measured here
 PART_NAMES = {"llm_decoder": "LLM prompt decoder", "text_tower": "CLIP text tower (prompted)",
               "vision_tower_prompts_lora": "vision tower, prompts and LoRA", "teacher_vision_tower":
               "teacher vision tower (forward only)", "optimiser": "gradient clipping and AdamW"}
@@ -32,6 +36,40 @@ def peak_memory(r: dict, phases: tuple[str, ...]) -> dict[str, int]:
             "vm_hwm": seen[-1]["vm_hwm"]}
 
 
+def prec_of(r: dict) -> str:
+    return r.get("prec", "fp32")  # runs of earlier versions were all fp32
+
+
+def text_features_all(r: dict) -> float:
+    """Seconds of one evaluation's text features: LLaMP over all NUM_TEMPLATES templates (runs whose cache
+    held fewer: the time per template times NUM_TEMPLATES), the others as measured."""
+    templates = r.get("templates")
+    return r["text_features_s"] * NUM_TEMPLATES / templates if templates else r["text_features_s"]
+
+
+def text_features_scaled(r: dict) -> bool:
+    """Whether ``text_features_all`` is scaled from fewer templates than NUM_TEMPLATES."""
+    return bool(r.get("templates")) and r["templates"] != NUM_TEMPLATES
+
+
+def text_features_per_template(r: dict) -> float:
+    """LLaMP: seconds per template (the text features of one template); the others: their text features."""
+    return r["text_features_s"] / (r.get("templates") or 1)
+
+
+def run_peak_anon(r: dict) -> int:
+    """Peak resident anonymous memory while training and evaluating (the build apart: it holds the weights in
+    fp32 before the cast to bf16, as the trainer's build does)."""
+    return max(r["memory"][p]["anon"] for p in ("train", "eval") if p in r["memory"])
+
+
+def run_peak_rss(r: dict) -> int:
+    """Peak sampled RSS (anonymous + file-backed) while training and evaluating: in fp32 CLIP's weights stay in
+    the memory-mapped safetensors file (file-backed pages), in bf16 their cast copies are anonymous memory, so
+    only this sum compares the two precisions' resident weights."""
+    return max(r["memory"][p]["rss"] for p in ("train", "eval") if p in r["memory"])
+
+
 def training_memory(r: dict) -> dict[str, int]:
     """Peaks while building and training."""
     return peak_memory(r, ("build", "train"))
@@ -46,7 +84,7 @@ def scaling_rows(results: dict) -> dict[str, dict]:
     measures = {
         "LLaMP training step (s)": ("LLaMP", lambda r: r["step_s"]["total"]),
         "MaPLe training step (s)": ("MaPLe", lambda r: r["step_s"]["total"]),
-        "LLaMP text features, one evaluation (s)": ("LLaMP", lambda r: r["text_features_s"]),
+        "LLaMP text features, one evaluation (s)": ("LLaMP", text_features_all),
         "LLaMP evaluation of one batch (s)": ("LLaMP", lambda r: r["eval_batch_s"]),
         "MaPLe evaluation of one batch (s)": ("MaPLe", lambda r: r["eval_batch_s"]),
         "LLaMP peak resident anon, training (GiB)": ("LLaMP", lambda r: training_memory(r)["anon"] / GIB),
@@ -60,6 +98,9 @@ def scaling_rows(results: dict) -> dict[str, dict]:
         intercept, per_class = fit_line(points)
         rows[name] = {"at": {str(n): v for n, v in points}, "intercept": intercept, "per_class": per_class,
                       "extrapolated": {label: intercept + per_class * n for label, n in EXTRAPOLATE.items()}}
+        if value is text_features_all:
+            rows[name]["scaled_at"] = sorted(str(n) for (m, n), r in results.items()
+                                             if m == method and text_features_scaled(r))
     return rows
 
 
@@ -97,10 +138,11 @@ SIDE_BY_SIDE_ROWS = [
 
 def print_side_by_side(report: dict) -> None:
     """The three methods at the main class count, the ratios, and LLaMP's step part by part."""
-    results = {(r["method"], r["classes"]): r for r in report["runs"]}
+    prec = report["setup"].get("side_by_side_prec", "fp32")
+    results = {(r["method"], r["classes"]): r for r in report["runs"] if prec_of(r) == prec}
     n = report["main_classes"]
     llamp, maple, zs = (results.get((m, n)) for m in METHODS)
-    print(f"\nReal widths on CPU, fp32, {THREADS} threads: CLIP ViT-B/16, one LLaMA-2-7B-shaped decoder layer, "
+    print(f"\nReal widths on CPU, {prec}, {THREADS} threads: CLIP ViT-B/16, one LLaMA-2-7B-shaped decoder layer, "
           f"{NUM_TEMPLATES} templates x {CACHE_LENGTH} cached tokens, batch {BATCH}, random weights")
     print(f"torch {torch.__version__}; {report['load_before']} at start, {report['load_after']} at the end; "
           f"{report['wall_s']:.0f} s in all\n")
@@ -121,33 +163,283 @@ def print_side_by_side(report: dict) -> None:
 
 
 def print_scaling(report: dict) -> None:
-    """Each measure at every class count with its fitted line, then the knowledge cache's bytes per class."""
-    results = {(r["method"], r["classes"]): r for r in report["runs"]}
-    rows = report["scaling"]
+    """Each measure at every class count with its fitted line (per precision), then the knowledge cache's bytes
+    per class."""
+    by_prec = report.get("scaling_by_prec") or {report["setup"].get("side_by_side_prec", "fp32"): report["scaling"]}
+    for prec, rows in by_prec.items():
+        _print_scaling_rows(report, prec, rows)
+    _print_cache(report)
+
+
+def _print_scaling_rows(report: dict, prec: str, rows: dict) -> None:
+    results = {(r["method"], r["classes"]): r for r in report["runs"] if prec_of(r) == prec}
     if rows:
         counts = sorted({int(c) for row in rows.values() for c in row["at"]})
-        print(f"\nScaling with classes{'':27s}" + "".join(f"{c:>8d}" for c in counts)
+        print(f"\nScaling with classes ({prec}){'':20s}" + "".join(f"{c:>8d}" for c in counts)
               + f"{'per class':>11s}{'fixed':>8s}" + "".join(f"{n:>8d}" for n in EXTRAPOLATE.values()))
         for name, row in rows.items():
-            values = "".join(f"{row['at'][str(c)]:8.2f}" if str(c) in row["at"] else f"{'-':>8s}" for c in counts)
+            scaled = set(row.get("scaled_at", []))
+            values = "".join((f"{row['at'][str(c)]:7.2f}" + ("*" if str(c) in scaled else " "))
+                             if str(c) in row["at"] else f"{'-':>7s} " for c in counts)
             extra = "".join(f"{v:8.2f}" for v in row["extrapolated"].values())
             print(f"{name:47s}{values}{row['per_class']:11.4f}{row['intercept']:8.2f}{extra}")
         print(f"(columns {', '.join(str(n) for n in EXTRAPOLATE.values())}: the fitted line extrapolated to "
               f"{' and '.join(EXTRAPOLATE)}; text tower positions LLaMP "
               + ", ".join(f"{results[('LLaMP', c)]['text_positions']}" for c in counts if ("LLaMP", c) in results)
               + ", MaPLe 77)")
+        if any(row.get("scaled_at") for row in rows.values()):
+            print(f"* scaled: the cache held one template; its text features' time x {NUM_TEMPLATES} templates")
         steps = [rows.get(f"{m} training step (s)") for m in ("LLaMP", "MaPLe")]
         if all(steps):
             print("LLaMP / MaPLe, training step on the fitted lines: " + ", ".join(
                 f"{label} {steps[0]['extrapolated'][label] / steps[1]['extrapolated'][label]:.2f}x"
                 for label in EXTRAPOLATE) + f"; per class alone {steps[0]['per_class'] / steps[1]['per_class']:.2f}x")
+
+
+def _print_cache(report: dict) -> None:
     cache = report["cache"]
+    if not cache.get("device_bytes_per_class"):
+        return
     device = cache["device_bytes_per_class"]
-    print(f"\nKnowledge cache per class: {cache['disk_bytes_per_class'] / MB:.1f} MB on disk ({NUM_TEMPLATES} "
-          f"templates, fp32); on the device for one step or one template of an evaluation "
-          f"{device['float32'] / MB:.2f} MB in fp32 (CPU), {device['bfloat16'] / MB:.2f} MB in bf16 "
-          "(PREC bf16 on CUDA)")
+    disk = cache["disk_bytes_per_class"]
+    print(f"\nKnowledge cache per class, {NUM_TEMPLATES} templates on disk: "
+          + ", ".join(f"{disk[d] / MB:.1f} MB in {d}" for d in disk)
+          + f"; on the device for one step or one template of an evaluation {device['float32'] / MB:.2f} MB in "
+          f"fp32, {device['bfloat16'] / MB:.2f} MB in bf16 (PREC bf16)")
+    per_disk = disk.get("bfloat16", disk.get("float32"))
     for label, classes in EXTRAPOLATE.items():
-        print(f"  {label} ({classes} classes): {classes * cache['disk_bytes_per_class'] / 1e9:.1f} GB on disk, "
+        print(f"  {label} ({classes} classes): {classes * per_disk / 1e9:.1f} GB on disk in "
+              f"{'bfloat16' if 'bfloat16' in disk else 'float32'}, "
               f"{classes * device['bfloat16'] / 1e9:.2f} GB of K/V per step on the GPU in bf16")
-    print("GPU rows (bf16 DeepSpeed step time and peak GPU memory at 24 and 500 classes): not yet measured")
+
+
+def summarise_caches(caches: list[dict]) -> dict:
+    """The caches written (each ``cache_bytes``'s dict and its class count), and per class: disk bytes for
+    NUM_TEMPLATES templates per stored dtype (from the bytes per template), device bytes for one template."""
+    disk: dict[str, float] = {}
+    device: dict[str, float] = {}
+    for c in caches:
+        disk[c["dtype"]] = max(disk.get(c["dtype"], 0.0), c["disk_bytes_per_class_template"] * NUM_TEMPLATES)
+        for dtype, b in c["device_bytes_per_class"].items():
+            device[dtype] = max(device.get(dtype, 0.0), b)
+    return {"disk_bytes_per_class": disk, "device_bytes_per_class": device, "files": caches}
+
+
+# ---------------------------------------------------------------- fp32 against bf16
+
+PRECISION_MEASURES = {  # name: (value, whether the value is scaled from fewer templates)
+    "training step (s)": (lambda r: r["step_s"]["total"], None),
+    "text features, 1 template (s)": (lambda r: text_features_per_template(r) if r.get("templates") else None,
+                                      None),
+    "text features, evaluation (s)": (text_features_all, text_features_scaled),
+    "peak anonymous (GiB)": (lambda r: run_peak_anon(r) / GIB, None),
+    "peak RSS (GiB)": (lambda r: run_peak_rss(r) / GIB, None),
+}
+PRECISION_EXTRA = {  # in the JSON only
+    "forward (s)": lambda r: r["step_s"]["forward"],
+    "backward (s)": lambda r: r["step_s"]["backward"],
+    "optimiser step (s)": lambda r: r["step_s"]["optimiser"],
+    "evaluation of one batch (s)": lambda r: r["eval_batch_s"],
+    "text features, LLM prompt decoder (s)": lambda r: r["text_features_parts_s"]["llm_decoder"],
+    "peak resident anonymous, training (GiB)": lambda r: r["memory"]["train"]["anon"] / GIB,
+    "peak resident anonymous, evaluation (GiB)": lambda r: r["memory"]["eval"]["anon"] / GIB,
+    "peak resident anonymous, building (GiB)": lambda r: r["memory"]["build"]["anon"] / GIB,
+}
+
+
+def _value(fn, r):
+    try:
+        return fn(r)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
+def precision_rows(runs: list[dict]) -> list[dict]:
+    """Per trained method and class count: each measure in fp32 and bf16 and bf16 / fp32."""
+    by_key = {(r["method"], r["classes"], prec_of(r)): r for r in runs}
+    rows = []
+    for method in ("LLaMP", "MaPLe"):
+        for n in sorted({r["classes"] for r in runs if r["method"] == method}):
+            row = {"method": method, "classes": n, "measures": {}}
+            for name, (value, scaled) in {**PRECISION_MEASURES,
+                                          **{k: (v, None) for k, v in PRECISION_EXTRA.items()}}.items():
+                cell = {}
+                for prec in ("fp32", "bf16"):
+                    r = by_key.get((method, n, prec))
+                    cell[prec] = None if r is None else _value(value, r)
+                    if scaled and r is not None and scaled(r):
+                        cell["scaled"] = True
+                cell["ratio"] = cell["bf16"] / cell["fp32"] if cell["fp32"] and cell["bf16"] is not None else None
+                row["measures"][name] = cell
+            rows.append(row)
+    return rows
+
+
+def print_precision(report: dict) -> None:
+    """fp32 / bf16 / bf16÷fp32 per method and class count; at the main class count LLaMP's step part by part
+    and the decoder's share of the text features in both precisions."""
+    rows = report.get("precision") or []
+    if not rows:
+        return
+    names = list(PRECISION_MEASURES)
+    print("\nfp32 against bf16 (PREC bf16: frozen weights in bf16, forward, losses, text features and evaluation "
+          "under bf16 autocast, trained tensors and AdamW state in fp32, LLaMP's cache stored and read in bf16)")
+    print(f"{'':14s}" + "".join(f" {name:^29s}" for name in names))
+    print(f"{'':14s}" + "".join(f" {'fp32':>9s}{'bf16':>9s}{'bf16/fp32':>11s}" for _ in names))
+    any_scaled = False
+    for row in rows:
+        line = f"{row['method']:6s}{row['classes']:4d} cl. "
+        for name in names:
+            cell = row["measures"][name]
+            mark = "*" if cell.get("scaled") else " "
+            any_scaled |= cell.get("scaled", False)
+            line += " "
+            for prec in ("fp32", "bf16"):
+                line += f"{cell[prec]:8.2f}{mark}" if cell[prec] is not None else f"{'-':>8s} "
+            line += f"{cell['ratio']:10.2f}x" if cell["ratio"] is not None else f"{'-':>11s}"
+        print(line)
+    print(f"(text features: LLaMP one template, and one evaluation = all {NUM_TEMPLATES} templates; MaPLe its one "
+          "pass, which its forward repeats for every batch. Peak anonymous: the peak of RssAnon sampled while "
+          "training and evaluating, build apart: tensors, heap, PyTorch, not file-backed pages. Peak RSS: the "
+          "peak of anonymous + file-backed samples, the same phases: file-backed are the mapped libraries and, "
+          "in fp32, CLIP's weights, which stay in their memory-mapped safetensors file; in bf16 their cast "
+          "copies are anonymous)")
+    if any_scaled:
+        print(f"* scaled: the cache held one template; the time of one template x {NUM_TEMPLATES}")
+    by_key = {(r["method"], r["classes"], prec_of(r)): r for r in report["runs"]}
+    n = report["main_classes"]
+    fp32, bf16 = by_key.get(("LLaMP", n, "fp32")), by_key.get(("LLaMP", n, "bf16"))
+    if fp32 and bf16 and "parts_s" in fp32 and "parts_s" in bf16:
+        print(f"LLaMP's step part by part at {n} classes (each part's forward + backward timed alone):")
+        print(f"  {'':35s}{'fp32':>8s}{'bf16':>8s}{'bf16/fp32':>10s}")
+        parts = {p: ({**fp32["parts_s"], "optimiser": fp32["step_s"]["optimiser"]}[p],
+                     {**bf16["parts_s"], "optimiser": bf16["step_s"]["optimiser"]}[p])
+                 for p in [*fp32["parts_s"], "optimiser"]}
+        for name, (a, b) in sorted(parts.items(), key=lambda kv: -kv[1][0]):
+            print(f"  {PART_NAMES[name]:35s}{a:8.2f}{b:8.2f}{b / a if a else float('nan'):9.2f}x")
+    if fp32 and bf16 and "text_features_parts_s" in fp32 and "text_features_parts_s" in bf16:
+        print(f"LLaMP's text features at {n} classes ({fp32.get('templates')} template(s)): LLM prompt decoder "
+              + ", ".join(f"{prec} {r['text_features_parts_s']['llm_decoder']:.2f} s of {r['text_features_s']:.2f} s "
+                          f"({100 * r['text_features_parts_s']['llm_decoder'] / r['text_features_s']:.0f} %)"
+                          for prec, r in (("fp32", fp32), ("bf16", bf16)))
+              + f"; bf16 / fp32 {bf16['text_features_s'] / fp32['text_features_s']:.2f}x")
+
+
+# ---------------------------------------------------------------- what a GPU's peak memory is derived from
+
+def _fit(points: list[tuple[int, float]]) -> dict | None:
+    if len(points) < 2:
+        return None
+    a, b = fit_line(points)
+    return {"at": {str(n): v for n, v in points}, "intercept": a, "per_class": b}
+
+
+def _line(fit: dict | None, n: int) -> float:
+    return 0.0 if fit is None else fit["intercept"] + fit["per_class"] * n
+
+
+def gpu_memory_inputs(runs: list[dict], prec: str = "bf16") -> dict:
+    """LLaMP's measured bytes at each class count in ``prec``, their fits in classes, and the GPU estimate.
+
+    Measured per run: trained tensors (fp32), frozen weights (by dtype), buffers, AdamW's state (the tensors of
+    its state_dict), one template's K/V rows per class as staged for the device, the evaluation's text
+    features per class (all NUM_TEMPLATES templates: per template x NUM_TEMPLATES), and of the resident
+    anonymous memory: its peak while training, its growth during training over what the process held when
+    training began (AdamW's state, gradients, activations kept for the backward, the K/V rows of one template,
+    temporaries) and during the evaluation over what it held when the evaluation began.
+
+    The estimate (GiB): step(C) = weights(C) + train_growth(C) + CUDA context; evaluation(C) = weights(C) +
+    AdamW state + eval_growth(C) + text_features(C) + CUDA context, where weights = frozen + trained +
+    buffers, each ``x(C)`` the line fitted over the measured class counts.
+    """
+    llamp = sorted((r for r in runs if r["method"] == "LLaMP" and prec_of(r) == prec and r.get("model_bytes")),
+                   key=lambda r: r["classes"])
+    if not llamp:
+        return {}
+    at = {}
+    for r in llamp:
+        b, mem = r["model_bytes"], r["memory"]
+        weights = b["trainable"] + sum(b["frozen"].values()) + b["buffers"]
+        text = b.get("text_features_per_class", 0.0) / (r.get("templates") or 1) * NUM_TEMPLATES
+        at[r["classes"]] = {
+            "trainable_bytes": b["trainable"], "frozen_bytes": b["frozen"], "buffer_bytes": b["buffers"],
+            "weights_bytes": weights, "optimizer_state_bytes": b["optimizer_state"],
+            "kv_bytes_per_class_template": b.get("kv_per_class_template"), "kv_dtype": b.get("kv_dtype"),
+            "text_features_bytes_per_class": text,
+            "train_start_anon": mem["train"].get("start_anon"), "train_peak_anon": mem["train"]["anon"],
+            "train_growth": mem["train"]["anon"] - mem["train"].get("start_anon", 0),
+            "eval_start_anon": mem["eval"].get("start_anon"), "eval_peak_anon": mem["eval"]["anon"],
+            "eval_growth": mem["eval"]["anon"] - mem["eval"].get("start_anon", 0),
+        }
+    fits = {name: _fit([(n, v[name]) for n, v in at.items()])
+            for name in ("weights_bytes", "train_peak_anon", "train_growth", "eval_growth")}
+    out = {"prec": prec, "at": {str(n): v for n, v in at.items()}, "fits": fits}
+    if fits["train_growth"] is None:
+        return out
+    last = at[max(at)]
+    adamw, text = last["optimizer_state_bytes"], last["text_features_bytes_per_class"]
+    context = CUDA_CONTEXT_GIB * GIB
+    estimate = {}
+    for n in GPU_CLASSES:
+        weights = _line(fits["weights_bytes"], n)
+        step = weights + _line(fits["train_growth"], n) + context
+        evaluation = weights + adamw + _line(fits["eval_growth"], n) + n * text + context
+        estimate[str(n)] = {"step_gib": step / GIB, "eval_gib": evaluation / GIB}
+    per_class = max(fits["weights_bytes"]["per_class"] + fits["train_growth"]["per_class"],
+                    fits["weights_bytes"]["per_class"] + fits["eval_growth"]["per_class"] + text)
+    fixed = max(fits["weights_bytes"]["intercept"] + fits["train_growth"]["intercept"],
+                fits["weights_bytes"]["intercept"] + adamw + fits["eval_growth"]["intercept"]) + context
+    out["estimate"] = {"classes": estimate, "fixed_gib": fixed / GIB, "per_class_mib": per_class / 2 ** 20,
+                       "cuda_context_gib": CUDA_CONTEXT_GIB,
+                       "largest_class_count": {str(g): int((g * GIB - fixed) // per_class) if per_class > 0 else None
+                                               for g in GPU_BUDGETS_GIB}}
+    return out
+
+
+def print_gpu_memory(report: dict) -> None:
+    """The measured bytes per class count and the GPU estimate derived from them."""
+    g = report.get("gpu_memory") or {}
+    if not g.get("at"):
+        return
+    counts = sorted(int(n) for n in g["at"])
+    rows = [
+        ("trainable tensors, fp32 (MiB)", lambda v: v["trainable_bytes"] / 2 ** 20),
+        ("AdamW state, state_dict tensors (MiB)", lambda v: v["optimizer_state_bytes"] / 2 ** 20),
+        ("frozen weights, bf16 (MiB)", lambda v: v["frozen_bytes"].get("bfloat16", 0) / 2 ** 20),
+        ("frozen weights, other dtypes (MiB)", lambda v: sum(b for d, b in v["frozen_bytes"].items()
+                                                             if d != "bfloat16") / 2 ** 20),
+        ("buffers (MiB)", lambda v: v["buffer_bytes"] / 2 ** 20),
+        ("K/V rows per class, one template (MiB)", lambda v: (v["kv_bytes_per_class_template"] or 0) / 2 ** 20),
+        (f"text features per class, {NUM_TEMPLATES} templates (KiB)",
+         lambda v: v["text_features_bytes_per_class"] / 1024),
+        ("resident anonymous at training start (GiB)", lambda v: (v["train_start_anon"] or 0) / GIB),
+        ("peak resident anonymous, training (GiB)", lambda v: v["train_peak_anon"] / GIB),
+        ("  growth during training (GiB)", lambda v: v["train_growth"] / GIB),
+        ("resident anonymous at evaluation start (GiB)", lambda v: (v["eval_start_anon"] or 0) / GIB),
+        ("  growth during the evaluation (GiB)", lambda v: v["eval_growth"] / GIB),
+    ]
+    kv_dtype = g["at"][str(counts[0])].get("kv_dtype")
+    print(f"\nLLaMP {g['prec']}: measured bytes for a GPU memory table (K/V rows in {kv_dtype}; "
+          f"resident anonymous memory of this CPU process)")
+    print(f"{'':46s}" + "".join(f"{n:>10d}" for n in counts))
+    for label, fn in rows:
+        print(f"{label:46s}" + "".join(f"{fn(g['at'][str(n)]):10.2f}" for n in counts))
+    fit_names = {"weights_bytes": "weights (frozen + trained + buffers)", "train_peak_anon": "peak resident anon, "
+                 "training", "train_growth": "growth during training", "eval_growth": "growth during evaluation"}
+    for name, label in fit_names.items():
+        fit = g["fits"].get(name)
+        if fit:
+            print(f"  fitted a + b x classes, {label:38s} a {fit['intercept'] / GIB:6.2f} GiB, "
+                  f"b {fit['per_class'] / 2 ** 20:7.2f} MiB per class")
+    e = g.get("estimate")
+    if not e:
+        return
+    print(f"Estimate of LLaMP's peak GPU memory in {g['prec']} (batch {BATCH}; derived from the lines above, not "
+          "measured on a GPU): step = weights + growth during training + CUDA context; evaluation = weights + "
+          "AdamW state + growth during evaluation + text features + CUDA context "
+          f"(context {e['cuda_context_gib']} GiB, assumed)")
+    print("  classes " + "".join(f"{n:>9s}" for n in e["classes"]))
+    print("  step    " + "".join(f"{v['step_gib']:8.1f}G" for v in e["classes"].values()))
+    print("  eval    " + "".join(f"{v['eval_gib']:8.1f}G" for v in e["classes"].values()))
+    print(f"  largest class count (fixed {e['fixed_gib']:.2f} GiB + {e['per_class_mib']:.2f} MiB per class): "
+          + ", ".join(f"{gib} GiB: {n}" for gib, n in e["largest_class_count"].items()))

@@ -122,6 +122,10 @@ class LLMPromptDecoder(nn.Module):
         cache_mask = kv.mask
         batch, m = cache_mask.shape[0], self.num_tokens
         dtype = self.tokens.dtype
+        # the cached rows join the new tokens' keys/values in the dtype attention computes in: under autocast
+        # (bf16 rows, fp32 trained tokens) no fp32 copy of the rows is made
+        device_type = self.tokens.device.type
+        kv_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else dtype
         hidden = self.tokens.unsqueeze(0).expand(batch, -1, -1)  # [batch, M, hidden]
         lengths = cache_mask.long().sum(-1, keepdim=True)  # real tokens per row: the last position + 1
         positions = lengths + torch.arange(m, device=hidden.device)  # [batch, M]
@@ -132,7 +136,7 @@ class LLMPromptDecoder(nn.Module):
             # A fresh cache per call: update() appends in place. Built without the config, so no
             # sliding-window layer crops it: the mask applies the window.
             cache = DynamicCache()
-            cache.update(k.to(dtype), v.to(dtype), layer.self_attn.layer_idx)
+            cache.update(k.to(kv_dtype), v.to(kv_dtype), layer.self_attn.layer_idx)
             with self.shared_projections.active(batch if j == 0 else 0):  # rows differ after the first layer
                 hidden = layer(hidden, attention_mask=masks[window], position_ids=positions,
                                position_embeddings=position_embeddings, **{keyword: cache})

@@ -178,3 +178,138 @@ def test_missing_imagenet_classnames(tmp_path):
     (tmp_path / "imagenet" / "images" / "train").mkdir(parents=True)
     with pytest.raises(MissingFileError, match="classnames.txt"):
         build(tmp_path, "ImageNet")
+
+
+# ---------------------------------------------------------------- the real-width benchmark at tiny size
+# benchmarks/real_width.py measures fp32 against bf16; here its benches run the tiny models (demo configs) in
+# this process, and its report is checked on runs whose figures are known.
+
+
+def tiny_bench_job(tiny_models, folder, prec, method="LLaMP", classes=3, templates=2):
+    import torch
+
+    from benchmarks.real_width_assets import class_names, write_cache
+    from llamp.clip.loading import load_clip
+
+    job = {"method": method, "prec": prec, "classnames": class_names(classes), "config": f"{method}/demo.yaml",
+           **tiny_models}
+    if method == "LLaMP":
+        job["cache"] = str(folder / f"cache-{prec}")
+        write_cache(job["cache"], job["classnames"], tiny_models["llm"], load_clip("ViT-B/16", tiny_models["clip"]),
+                    num_templates=templates, dtype=torch.bfloat16 if prec == "bf16" else torch.float32)
+    return job
+
+
+@pytest.mark.parametrize("method", ["LLaMP", "MaPLe"])
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_real_width_benches_place_each_tensor_as_the_precision_table(tiny_models, tmp_path, method, prec):
+    import torch
+
+    from benchmarks.real_width_benches import BENCHES
+
+    bench = BENCHES[method](tiny_bench_job(tiny_models, tmp_path, prec, method))
+    frozen = {p.dtype for p in bench.model.parameters() if not p.requires_grad}
+    assert frozen == {torch.bfloat16 if prec == "bf16" else torch.float32}
+    assert {p.dtype for p in bench.model.parameters() if p.requires_grad} == {torch.float32}
+    images, labels = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(0)), torch.arange(4) % 3
+    parts = bench.step(images, labels)
+    assert {"forward", "backward", "optimiser"} <= set(parts) and all(v >= 0 for v in parts.values())
+    states = [v for s in bench.optim.state_dict()["state"].values() for v in s.values() if torch.is_tensor(v)]
+    assert states and {t.dtype for t in states if t.numel() > 1} <= {torch.float32}
+    bench.eval()
+    with torch.no_grad():
+        bench.text_features()
+        probabilities = bench.eval_batch(images)
+    assert probabilities.shape == (4, 3) and torch.isfinite(probabilities).all()
+    memory = bench.memory_bytes()
+    assert memory["trainable"] == sum(p.numel() * 4 for p in bench.model.parameters() if p.requires_grad)
+    assert set(memory["frozen"]) == {"bfloat16" if prec == "bf16" else "float32"}
+    if method == "LLaMP":
+        assert bench.num_templates == 2 and bench.text.shape[0] == 2
+        assert bench.stager.dtype == (torch.bfloat16 if prec == "bf16" else torch.float32)
+        assert memory["kv_dtype"] == ("bfloat16" if prec == "bf16" else "float32")
+        kv = bench.stager.get(0)
+        assert kv.keys[0].dtype == bench.stager.dtype
+        assert memory["kv_per_class_template"] == sum(t.numel() * t.element_size()
+                                                      for t in (*kv.keys, *kv.values, kv.mask)) / 3
+        assert memory["optimizer_state"] >= 2 * memory["trainable"]  # AdamW: two moments per trained tensor
+        assert memory["text_features_per_class"] == 2 * bench.text.shape[-1] * 4
+
+
+def test_real_width_class_names_and_job_groups():
+    from benchmarks.real_width import job_groups
+    from benchmarks.real_width_assets import CLASSNAMES, class_names
+
+    names = class_names(500)
+    assert len(set(names)) == 500 and names[:len(CLASSNAMES)] == CLASSNAMES
+    assert all(len(n.split()) == 2 for n in names[len(CLASSNAMES):])
+    jobs = [{"method": m, "prec": p, "classnames": class_names(n)}
+            for n in (24, 500) for p in ("fp32", "bf16") for m in ("LLaMP", "MaPLe")]
+    groups = job_groups(jobs, budget_gib=14)
+    assert [len(g) for g in groups] == [4, 1, 1, 1, 1]  # 24 classes together; 500: one job at a time
+    assert all(len({len(j["classnames"]) for j in g}) == 1 for g in groups)
+
+
+def fake_run(method, prec, classes, step, text, templates, anon, model_bytes=None):
+    """A run as process_runner returns it, with the figures given (memory in bytes)."""
+    phase = {"anon": anon, "file": 0, "rss": anon + 100, "vm_hwm": anon + 100, "start_anon": anon // 2}
+    return {"method": method, "prec": prec, "classes": classes, "templates": templates, "step_s": {"total": step},
+            "text_features_s": text, "memory": {"build": dict(phase), "train": dict(phase), "eval": dict(phase)},
+            "model_bytes": model_bytes}
+
+
+def test_real_width_precision_table_scales_one_template_runs():
+    from benchmarks.real_width_report import precision_rows
+
+    runs = [fake_run("LLaMP", "fp32", 24, 4.0, 11.0, 11, 2 ** 30), fake_run("LLaMP", "bf16", 24, 2.0, 5.5, 11, 2 ** 30),
+            fake_run("LLaMP", "fp32", 500, 40.0, 2.0, 1, 8 * 2 ** 30),
+            fake_run("LLaMP", "bf16", 500, 10.0, 1.0, 1, 4 * 2 ** 30)]
+    rows = {(r["method"], r["classes"]): r["measures"] for r in precision_rows(runs)}
+    assert rows["LLaMP", 24]["training step (s)"] == {"fp32": 4.0, "bf16": 2.0, "ratio": 0.5}
+    assert rows["LLaMP", 24]["text features, 1 template (s)"]["fp32"] == pytest.approx(1.0)
+    evaluation = rows["LLaMP", 500]["text features, evaluation (s)"]
+    assert evaluation["scaled"] and evaluation["fp32"] == pytest.approx(22.0) and evaluation["ratio"] == 0.5
+    assert "scaled" not in rows["LLaMP", 24]["text features, evaluation (s)"]
+    assert rows["LLaMP", 500]["peak anonymous (GiB)"]["ratio"] == 0.5
+
+
+def test_real_width_gpu_memory_estimate_follows_the_measured_lines():
+    from benchmarks.real_width_report import CUDA_CONTEXT_GIB, GIB, NUM_TEMPLATES, gpu_memory_inputs
+
+    mib = 2 ** 20
+    runs = []
+    for n in (24, 100, 500):
+        b = {"trainable": 200 * mib, "frozen": {"bfloat16": 600 * mib}, "buffers": 2048 * n,
+             "optimizer_state": 400 * mib, "kv_per_class_template": 1.5 * mib, "kv_dtype": "bfloat16",
+             "text_features_per_class": 2048.0}
+        r = fake_run("LLaMP", "bf16", n, 1.0, 1.0, 1, 0, b)
+        r["memory"]["train"].update(start_anon=2 * GIB, anon=2 * GIB + GIB + 20 * mib * n)
+        r["memory"]["eval"].update(start_anon=3 * GIB, anon=3 * GIB + 5 * mib * n)
+        runs.append(r)
+    g = gpu_memory_inputs(runs + [fake_run("LLaMP", "fp32", 24, 1.0, 1.0, 11, GIB)])
+    assert g["fits"]["train_growth"]["per_class"] == pytest.approx(20 * mib)
+    assert g["fits"]["train_growth"]["intercept"] == pytest.approx(GIB)
+    weights = 800 * mib + 2048 * 1000
+    step = (weights + GIB + 20 * mib * 1000) / GIB + CUDA_CONTEXT_GIB
+    assert g["estimate"]["classes"]["1000"]["step_gib"] == pytest.approx(step)
+    evaluation = (weights + 400 * mib + 5 * mib * 1000 + 1000 * 2048 * NUM_TEMPLATES) / GIB + CUDA_CONTEXT_GIB
+    assert g["estimate"]["classes"]["1000"]["eval_gib"] == pytest.approx(evaluation)
+    largest = g["estimate"]["largest_class_count"]["24"]
+    assert (800 * mib + GIB + (20 * mib + 2048) * largest) / GIB + CUDA_CONTEXT_GIB <= 24
+
+
+def test_real_width_process_runner_measures_both_precisions(tiny_models, tmp_path):
+    """One group, LLaMP in fp32 and bf16 at tiny size, each in its spawned process as the benchmark runs it."""
+    from benchmarks.process_runner import measure_group
+    from benchmarks.real_width_report import precision_rows
+
+    jobs = [tiny_bench_job(tiny_models, tmp_path, prec) for prec in ("fp32", "bf16")]
+    runs = measure_group(jobs, steps=1, parts=True, log=lambda message: None, warmup=1)
+    assert [(r["method"], r["prec"], r["classes"], r["templates"]) for r in runs] == [
+        ("LLaMP", "fp32", 3, 2), ("LLaMP", "bf16", 3, 2)]
+    for r in runs:
+        assert r["step_s"]["total"] > 0 and r["text_features_s"] > 0 and "llm_decoder" in r["parts_s"]
+        assert r["memory"]["train"]["anon"] >= r["memory"]["train"]["start_anon"] > 0
+        assert r["model_bytes"]["kv_dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[r["prec"]]
+    row = precision_rows(runs)[0]["measures"]["training step (s)"]
+    assert row["ratio"] == pytest.approx(row["bf16"] / row["fp32"])
