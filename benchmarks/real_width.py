@@ -82,9 +82,9 @@ from benchmarks.real_width_assets import (BATCH, CACHE_LENGTH, CLASSNAMES, NUM_T
                                           cache_bytes, class_names, write_cache, write_models)
 from benchmarks.real_width_baseline import compare_with_baseline, print_baseline  # noqa: E402
 from benchmarks.real_width_benches import METHODS  # noqa: E402
-from benchmarks.real_width_report import (GIB, gpu_memory_inputs, precision_rows, print_gpu_memory,  # noqa: E402
-                                          print_precision, print_scaling, print_side_by_side, scaling_rows,
-                                          summarise_caches)
+from benchmarks.real_width_gpu_memory import gpu_memory_inputs, print_gpu_memory  # noqa: E402
+from benchmarks.real_width_report import (GIB, precision_rows, print_precision, print_scaling,  # noqa: E402
+                                          print_side_by_side, scaling_rows, summarise_caches)
 
 MAIN_CLASSES = 24
 PRECISIONS = ("fp32", "bf16")

@@ -274,7 +274,8 @@ def test_real_width_precision_table_scales_one_template_runs():
 
 
 def test_real_width_gpu_memory_estimate_follows_the_measured_lines():
-    from benchmarks.real_width_report import CUDA_CONTEXT_GIB, GIB, NUM_TEMPLATES, gpu_memory_inputs
+    from benchmarks.real_width_gpu_memory import CUDA_CONTEXT_GIB, NUM_TEMPLATES, gpu_memory_inputs
+    from benchmarks.real_width_report import GIB
 
     mib = 2 ** 20
     runs = []
