@@ -35,7 +35,7 @@ def steps(tiny_models, synthetic_cache, tmp_path_factory):
                                    str(out / f"run_{prec}_{deepspeed}"), prec, str(deepspeed), str(result)],
                                   cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-            results[prec, deepspeed] = torch.load(result)
+            results[prec, deepspeed] = torch.load(result, weights_only=True)
     return results
 
 
